@@ -1,0 +1,264 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Typed settings for the proxy: one table of options, read from flags, then
+C{ACETWIST_<NAME>} environment variables, then acexy's variables, then defaults.
+
+Every option is validated when the process starts; a bad value is a usage
+error there, never a crash later.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
+
+import attr
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?", re.I)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024,
+               "m": 1000**2, "mb": 1000**2, "mi": 1024**2, "mib": 1024**2,
+               "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3}
+
+
+class ConfigError(ValueError):
+    """A setting's value is not acceptable."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from C{"15"}, C{"1.5"}, C{"500ms"}, C{"15s"}, C{"1m"}, C{"1m30s"} or C{"1h"}."""
+    text = text.strip().lower()
+    try:
+        value = float(text)
+    except ValueError:
+        pos, value = 0, 0.0
+        for match in _DURATION_PART.finditer(text):
+            if match.start() != pos:
+                break
+            number, unit = float(match.group(1)), match.group(2)
+            value += number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+            pos = match.end()
+        if pos != len(text) or not text:
+            raise ConfigError(f"{text!r} is not a duration (examples: 15, 15s, 500ms, 1m)")
+    if value < 0:
+        raise ConfigError(f"{text!r}: a duration cannot be negative")
+    return value
+
+
+def parse_size(text: str) -> int:
+    """Bytes from C{"1048576"}, C{"64KiB"}, C{"16MiB"}, C{"16M"} or C{"1GB"}."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise ConfigError(f"{text!r} is not a size (examples: 65536, 64KiB, 16MiB)")
+    unit = (match.group(2) or "").lower()
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_engine_url(text: str) -> str:
+    """An engine base URL C{http[s]://host[:port]}, without a trailing slash."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{text!r} is not an engine URL like http://127.0.0.1:6878")
+    try:
+        parts.port
+    except ValueError as e:
+        raise ConfigError(f"{text!r}: {e}") from None
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"{text!r}: give only scheme://host:port for the engine")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def parse_redis_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ConfigError(f"{text!r} is not a Redis URL like redis://127.0.0.1:6379/0")
+    try:
+        parts.port
+    except ValueError as e:
+        raise ConfigError(f"{text!r}: {e}") from None
+    return text.strip()
+
+
+def parse_listen(text: str) -> str:
+    """
+    A Twisted endpoint string (C{tcp:8080}, C{tcp:8080:interface=127.0.0.1},
+    C{unix:/run/acetwist.sock}, C{systemd:...}), or acexy's C{:8080} /
+    C{host:port} form, which is translated.
+    """
+    text = text.strip()
+    match = re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[\w.\-]*):(\d+)", text)
+    if match:
+        host, port = match.group(1).strip("[]"), int(match.group(2))
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{text!r}: port out of range")
+        if host in ("", "0.0.0.0"):
+            return f"tcp:{port}"
+        return f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}"
+    kind = text.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "unix", "ssl", "systemd"):
+        raise ConfigError(f"{text!r} is not an endpoint (examples: tcp:8080, tcp:8080:interface=127.0.0.1)")
+    return text
+
+
+def _positive(parser: Callable[[str], float]) -> Callable[[str], float]:
+    def check(text: str) -> float:
+        value = parser(text)
+        if value <= 0:
+            raise ConfigError(f"{text!r} must be greater than zero")
+        return value
+
+    return check
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise ConfigError(f"{text!r} cannot be negative")
+    return value
+
+
+def _text(text: str) -> str:
+    return text
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class OptionSpec:
+    name: str
+    default: Optional[str]
+    parse: Callable[[str], object]
+    help: str
+    aliases: Tuple[str, ...] = ()
+
+
+#: The proxy's options. C{name} is the flag (C{--name}), the settings
+#: attribute (dashes as underscores) and the environment variable
+#: C{ACETWIST_NAME}.
+OPTIONS: List[OptionSpec] = [
+    OptionSpec("listen", "tcp:8080", parse_listen, "Endpoint to listen on (Twisted endpoint string, or acexy's :8080).",
+               ("ACEXY_LISTEN_ADDR",)),
+    OptionSpec("engine", "http://127.0.0.1:6878", parse_engine_url, "AceStream engine base URL."),
+    OptionSpec("redis", None, parse_redis_url,
+               "Redis URL (redis://host:port/db) shared by every acetwist worker; omit for a single process."),
+    OptionSpec("redis-prefix", "acetwist", _text, "Prefix of every Redis key acetwist writes."),
+    OptionSpec("worker-id", None, _text, "This worker's name in the cluster (default: hostname:pid)."),
+    OptionSpec("grace", "15", parse_duration, "Seconds a channel lingers after its last player leaves."),
+    OptionSpec("token", None, _text, "Require ?token=SECRET (or 'Authorization: Bearer SECRET') on every request."),
+    OptionSpec("json-timeout", "10", _positive(parse_duration),
+               "Deadline for the engine's JSON reply to getstream.", ("ACEXY_NO_RESPONSE_TIMEOUT",)),
+    OptionSpec("connect-timeout", "5", _positive(parse_duration), "TCP connect timeout towards the engine."),
+    OptionSpec("first-byte-timeout", "60", _positive(parse_duration),
+               "Deadline for the first stream byte after the engine session opens (covers P2P prebuffering)."),
+    OptionSpec("idle-timeout", "15", _positive(parse_duration),
+               "No upstream bytes for this long while streaming starts recovery.", ("ACEXY_EMPTY_TIMEOUT",)),
+    OptionSpec("stop-timeout", "5", _positive(parse_duration), "Deadline for the engine's reply to stop."),
+    OptionSpec("reconnect-attempts", "3", _count, "Recovery: re-reads of the same playback URL before a new session."),
+    OptionSpec("session-attempts", "2", _count, "Recovery: new engine sessions tried after the re-reads fail."),
+    OptionSpec("backoff", "1", _positive(parse_duration), "Recovery: first backoff delay, doubled per attempt (max 8 s)."),
+    OptionSpec("recovery-first-byte-timeout", "20", _positive(parse_duration),
+               "Recovery: deadline for data on each recovery attempt."),
+    OptionSpec("ring-seconds", "10", _positive(parse_duration), "Seconds of stream history kept per channel."),
+    OptionSpec("ring-bytes", "64MiB", parse_size, "Upper bound of the history kept per channel."),
+    OptionSpec("block-flush", "50ms", _positive(parse_duration),
+               "A partial block is sent after this long, so low bitrates are not delayed."),
+    OptionSpec("client-max-lag", "16MiB", parse_size,
+               "A player further behind than this skips to the newest keyframe (counted)."),
+    OptionSpec("client-stall-timeout", "20", _positive(parse_duration),
+               "A player that accepts no data for this long is disconnected."),
+    OptionSpec("write-batch", "256KiB", parse_size, "Largest single write to a player's socket."),
+    OptionSpec("max-channels", "0", _count, "Most channels at once (0: no limit); more get 503."),
+    OptionSpec("max-clients", "0", _count, "Most players at once (0: no limit); more get 503."),
+]
+
+_BY_NAME = {spec.name: spec for spec in OPTIONS}
+
+
+def env_name(option: str) -> str:
+    return "ACETWIST_" + option.upper().replace("-", "_")
+
+
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class Settings:
+    """The proxy's validated settings (see L{OPTIONS} for meanings)."""
+
+    listen: str
+    engine: str
+    redis: Optional[str]
+    redis_prefix: str
+    worker_id: Optional[str]
+    grace: float
+    token: Optional[str]
+    json_timeout: float
+    connect_timeout: float
+    first_byte_timeout: float
+    idle_timeout: float
+    stop_timeout: float
+    reconnect_attempts: int
+    session_attempts: int
+    backoff: float
+    recovery_first_byte_timeout: float
+    ring_seconds: float
+    ring_bytes: int
+    block_flush: float
+    client_max_lag: int
+    client_stall_timeout: float
+    write_batch: int
+    max_channels: int
+    max_clients: int
+
+    @classmethod
+    def defaults(cls, **overrides: object) -> "Settings":
+        """Defaults with typed overrides (for tests and embedding)."""
+        return resolve({}, {}).replace(**overrides)
+
+    def replace(self, **changes: object) -> "Settings":
+        return attr.evolve(self, **changes)
+
+
+def _acexy_engine(environ: Mapping[str, str]) -> Optional[str]:
+    """acexy's engine location: ACEXY_SCHEME://ACEXY_HOST:ACEXY_PORT."""
+    keys = ("ACEXY_SCHEME", "ACEXY_HOST", "ACEXY_PORT")
+    if not any(environ.get(k) for k in keys):
+        return None
+    scheme = environ.get("ACEXY_SCHEME") or "http"
+    host = environ.get("ACEXY_HOST") or "localhost"
+    port = environ.get("ACEXY_PORT") or "6878"
+    return f"{scheme}://{host}:{port}"
+
+
+def resolve(flags: Mapping[str, Optional[str]], environ: Mapping[str, str]) -> Settings:
+    """
+    Build L{Settings}: a flag wins over C{ACETWIST_*}, which wins over acexy's
+    variables, which win over the default. Raises L{ConfigError} naming the
+    option and where its bad value came from.
+    """
+    values: Dict[str, object] = {}
+    for spec in OPTIONS:
+        raw: Optional[str] = flags.get(spec.name)
+        source = f"--{spec.name}"
+        if raw is None and environ.get(env_name(spec.name)):
+            raw, source = environ[env_name(spec.name)], env_name(spec.name)
+        if raw is None:
+            for alias in spec.aliases:
+                if environ.get(alias):
+                    raw, source = environ[alias], alias
+                    break
+        if raw is None and spec.name == "engine":
+            raw, source = _acexy_engine(environ), "ACEXY_SCHEME/ACEXY_HOST/ACEXY_PORT"
+        if raw is None:
+            raw, source = spec.default, "default"
+        if raw is None:
+            values[spec.name.replace("-", "_")] = None
+            continue
+        try:
+            values[spec.name.replace("-", "_")] = spec.parse(raw)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def option(name: str) -> OptionSpec:
+    return _BY_NAME[name]

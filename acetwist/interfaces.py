@@ -1,0 +1,158 @@
+"""
+The seams between acetwist's parts, as zope interfaces and small value types.
+
+- A L{Block} is the unit of the data path: whole TS packets cut by the ring,
+  fanned out to sinks, mirrored to Redis, followed by other workers.
+- L{ICoordinator} is what a channel needs from "the cluster": ownership of a
+  stream key, a buffer mirror, client records and the cluster view. The
+  in-memory implementation serves a single process; the Redis one makes many
+  processes act as one proxy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
+
+import attr
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Block:
+    """
+    A run of whole 188-byte packets.
+
+    @ivar seq: position in the ring, increasing by one per block.
+    @ivar data: the packets.
+    @ivar keyframe: the first packet is a random-access point (a client may
+        start here).
+    @ivar psi: the PAT and PMT packets in force at this block's start, to be
+        sent before C{data} when a client starts here (empty if unknown).
+    @ivar segment: increases whenever the upstream is replaced (reconnect, new
+        engine session, takeover); a client crossing into a new segment waits
+        for a keyframe block.
+    @ivar created: clock time the block was cut.
+    """
+
+    seq: int
+    data: bytes
+    keyframe: bool
+    psi: bytes
+    segment: int
+    created: float
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Lease:
+    """Ownership of one stream key: who holds it and its fencing epoch."""
+
+    owner: str
+    epoch: int
+
+
+@attr.s(slots=True, auto_attribs=True)
+class ClientRecord:
+    """What the cluster knows of one player connection."""
+
+    client_id: str
+    stream_key: str
+    worker: str
+    ip: str
+    user_agent: str
+    connected_at: float
+    bytes_sent: int = 0
+
+
+class IFollower(Interface):
+    """A running subscription to another worker's mirrored blocks."""
+
+    def stop() -> None:
+        """Stop following; no more blocks are delivered after this returns."""
+
+
+class ICoordinator(Interface):
+    """
+    Cluster state for one acetwist process. Every method returns at once or a
+    Deferred that fires within the coordinator's own command timeout: cluster
+    trouble never blocks or grows the streaming path.
+    """
+
+    worker_id = Attribute("This process's worker id (str).")
+
+    def start() -> Optional[Deferred[None]]:
+        """Begin heartbeats and whatever background work the coordinator needs."""
+
+    def stop() -> Deferred[None]:
+        """Stop background work and remove this worker's records where possible."""
+
+    def claim(stream_key: str) -> Deferred[Optional[Lease]]:
+        """
+        Try to become the owner of C{stream_key}. Fires with the new L{Lease}
+        (a fresh, higher epoch) on success, or None when another live worker
+        owns it. Must be called before the engine is contacted.
+        """
+
+    def renew(stream_key: str, lease: Lease) -> Deferred[bool]:
+        """Extend C{lease}; False means it was lost (expired or taken)."""
+
+    def release(stream_key: str, lease: Lease) -> Deferred[None]:
+        """Give up C{lease} if it is still ours (compare-and-delete)."""
+
+    def owner(stream_key: str) -> Deferred[Optional[Lease]]:
+        """The current lease of C{stream_key}, or None when nobody owns it."""
+
+    def publish(stream_key: str, lease: Lease, block: Block) -> None:
+        """
+        Mirror C{block} for followers, fire and forget. Skipped (and counted)
+        while the backend is away or too many publishes are in flight.
+        """
+
+    def follow(
+        stream_key: str,
+        on_block: Callable[[Block, int], None],
+        from_start: bool = False,
+    ) -> IFollower:
+        """
+        Deliver blocks mirrored for C{stream_key} to C{on_block(block, epoch)}
+        as they are published, starting at the newest keyframe block (or the
+        oldest mirrored block if C{from_start}). Blocks from an epoch lower
+        than the highest one already delivered are never delivered. The
+        delivered blocks' C{seq} and C{segment} are the publisher's; the
+        follower re-numbers them into its own ring.
+        """
+
+    def client_joined(record: ClientRecord) -> None:
+        """Record a player connection (fire and forget, with a TTL)."""
+
+    def client_progress(record: ClientRecord) -> None:
+        """Refresh a player's record from real delivery (bytes sent)."""
+
+    def client_left(record: ClientRecord) -> None:
+        """Remove a player's record."""
+
+    def client_count(stream_key: str) -> Deferred[int]:
+        """Players on C{stream_key} across the cluster (live records only)."""
+
+    def update_stream(stream_key: str, fields: Dict[str, Any]) -> None:
+        """Merge C{fields} into the stream's shared metadata (fire and forget)."""
+
+    def stream_gone(stream_key: str) -> None:
+        """Delete the stream's shared metadata and mirror (the owner's stop)."""
+
+    def cluster_view() -> Deferred[Dict[str, Any]]:
+        """Workers, streams with owner/epoch/metadata, and every worker's players."""
+
+
+class IStreamSource(Interface):
+    """Where a channel's bytes come from: the engine, or another worker's mirror."""
+
+    def start() -> None:
+        """Begin delivering data to the channel."""
+
+    def stop() -> Deferred[None]:
+        """Stop delivering; release what the source holds (engine session, follower)."""
+
+
+StatusDict = Dict[str, Any]
+StatusList = List[StatusDict]
