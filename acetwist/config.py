@@ -87,6 +87,9 @@ def parse_listen(text: str) -> str:
     C{host:port} form, which is translated.
     """
     text = text.strip()
+    kind = text.split(":", 1)[0]
+    if kind in ("tcp", "tcp6", "unix", "ssl", "systemd"):
+        return text
     match = re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[\w.\-]*):(\d+)", text)
     if match:
         host, port = match.group(1).strip("[]"), int(match.group(2))
@@ -95,10 +98,7 @@ def parse_listen(text: str) -> str:
         if host in ("", "0.0.0.0"):
             return f"tcp:{port}"
         return f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}"
-    kind = text.split(":", 1)[0]
-    if kind not in ("tcp", "tcp6", "unix", "ssl", "systemd"):
-        raise ConfigError(f"{text!r} is not an endpoint (examples: tcp:8080, tcp:8080:interface=127.0.0.1)")
-    return text
+    raise ConfigError(f"{text!r} is not an endpoint (examples: tcp:8080, tcp:8080:interface=127.0.0.1, :8080)")
 
 
 def _positive(parser: Callable[[str], float]) -> Callable[[str], float]:
