@@ -1,0 +1,486 @@
+# -*- test-case-name: tests.test_channel -*-
+"""
+A channel: one engine session for one stream key, read once into a TS ring
+and fanned out to every player's sink.
+
+Lifecycle: C{starting -> prebuffering -> live <-> recovering}, with
+C{lingering} layered on top while no player is connected, and the terminal
+C{stopped} or C{failed}. The engine session is stopped exactly once.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from typing import Any, Callable, Dict, List, Optional, Set
+
+import attr
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from acetwist.config import Settings
+from acetwist.interfaces import Block, ClientRecord, ICoordinator, Lease
+from acetwist.ring import TSRing
+from acetwist.upstream import EngineClient, EngineError, EngineSession, PlaybackEnd, PlaybackReader, Selector, stream_key
+
+MAX_BACKOFF = 8.0
+
+
+class Upstream(enum.Enum):
+    STARTING = "starting"
+    PREBUFFERING = "prebuffering"
+    LIVE = "live"
+    RECOVERING = "recovering"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@attr.s(auto_attribs=True)
+class ClientInfo:
+    """Who a sink serves."""
+
+    client_id: str
+    ip: str
+    user_agent: str
+    connected_at: float
+
+
+class Channel:
+    """
+    One stream key's engine session and its players.
+
+    @ivar on_gone: called once when the channel ends (stopped or failed) so
+        the registry forgets it.
+    @ivar on_canonical: called when the engine names the stream's infohash;
+        returns another live channel already serving that infohash (this
+        channel then hands over to it), or None.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        selector: Selector,
+        *,
+        engine: EngineClient,
+        settings: Settings,
+        clock: Any,
+        coordinator: ICoordinator,
+        on_gone: Callable[["Channel"], None],
+        on_canonical: Callable[["Channel", str], Optional["Channel"]],
+    ) -> None:
+        self.selector = selector
+        self.key = selector.key
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.coordinator = coordinator
+        self.on_gone = on_gone
+        self.on_canonical = on_canonical
+        self.ring = TSRing(
+            clock,
+            flush_interval=settings.block_flush,
+            max_seconds=settings.ring_seconds,
+            max_bytes=settings.ring_bytes,
+            on_block=self._on_block,
+        )
+        self.sinks: Dict[Any, ClientInfo] = {}
+        self.upstream = Upstream.STARTING
+        self.lingering = False
+        self.session: Optional[EngineSession] = None
+        self.lease: Optional[Lease] = None
+        self.reader: Optional[PlaybackReader] = None
+        self.error: Optional[EngineError] = None
+        self.created_at = clock.seconds()
+        self.live_since: Optional[float] = None
+        self.bytes_in = 0
+        self.departed_bytes_out = 0
+        self.departed_skips = 0
+        self.recoveries = 0
+        self.sessions_opened = 0
+        self.last_end_reason: Optional[str] = None
+        self._ever_had_data = False
+        self._first_byte_deadline_at: Optional[float] = None
+        self._ladder: List[str] = []
+        self._ladder_step = 0
+        self._timers: Set[IDelayedCall] = set()
+        self._grace_timer: Optional[IDelayedCall] = None
+        self._stopped_pids: Set[str] = set()
+        self._stop_calls: List[Deferred[bool]] = []
+        self._started = False
+        self._ended = False
+
+    # ------------------------------------------------------------ view
+
+    @property
+    def state(self) -> str:
+        if self.upstream in (Upstream.STOPPED, Upstream.FAILED):
+            return self.upstream.value
+        return "lingering" if self.lingering else self.upstream.value
+
+    @property
+    def alive(self) -> bool:
+        return not self._ended
+
+    # ------------------------------------------------------------ players
+
+    def add_client(self, sink: Any, info: ClientInfo) -> None:
+        """Attach a player's sink; it starts at the newest keyframe (or waits for one)."""
+        assert not self._ended, "a finished channel takes no players"
+        self.sinks[sink] = info
+        if self.lingering:
+            self.lingering = False
+            self._cancel_grace()
+            self.log.info("player returned to {key} during the grace period", key=self.key)
+        sink.start()
+        self.coordinator.client_joined(self._record(sink, info))
+
+    def remove_client(self, sink: Any, reason: str = "") -> None:
+        info = self.sinks.pop(sink, None)
+        if info is None:
+            return
+        self.departed_bytes_out += sink.bytes_sent
+        self.departed_skips += sink.skips
+        self.coordinator.client_left(self._record(sink, info))
+        self.log.info("player {ip} left {key}: {reason}", ip=info.ip, key=self.key, reason=reason)
+        if not self.sinks and not self._ended:
+            self._linger()
+
+    def _record(self, sink: Any, info: ClientInfo) -> ClientRecord:
+        return ClientRecord(
+            client_id=info.client_id,
+            stream_key=self.key,
+            worker=self.coordinator.worker_id,
+            ip=info.ip,
+            user_agent=info.user_agent,
+            connected_at=info.connected_at,
+            bytes_sent=getattr(sink, "bytes_sent", 0),
+        )
+
+    def _linger(self) -> None:
+        self.lingering = True
+        self._cancel_grace()
+        self._grace_timer = self.clock.callLater(self.settings.grace, self._grace_expired)
+        self.log.info("last player left {key}; stopping in {grace:g} s", key=self.key, grace=self.settings.grace)
+
+    def _grace_expired(self) -> None:
+        self._grace_timer = None
+        self.stop("no players for the grace period")
+
+    def _cancel_grace(self) -> None:
+        if self._grace_timer is not None and self._grace_timer.active():
+            self._grace_timer.cancel()
+        self._grace_timer = None
+
+    # ------------------------------------------------------------ start
+
+    def start(self) -> None:
+        """Take ownership of the stream key, then open the engine session. Only the first call acts."""
+        if self._started:
+            return
+        self._started = True
+        d = self.coordinator.claim(self.key)
+        d.addCallbacks(self._claimed, self._claim_failed)
+
+    def _claimed(self, lease: Optional[Lease]) -> None:
+        if self._ended:
+            if lease is not None:
+                self.coordinator.release(self.key, lease)
+            return
+        if lease is None:
+            # Another worker owns this stream; following its mirror is the coordinated path.
+            self._fail(EngineError(503, "another worker owns this stream and following it is unavailable", 2))
+            return
+        self.lease = lease
+        self._open_session(first=True)
+
+    def _claim_failed(self, failure: Any) -> None:
+        self._fail(EngineError(503, f"cluster unavailable: {failure.getErrorMessage()}", retry_after=2))
+
+    def _open_session(self, first: bool) -> None:
+        d = self.engine.open_session(self.selector)
+        d.addCallbacks(lambda session: self._session_opened(session, first), lambda f: self._session_failed(f, first))
+
+    def _session_opened(self, session: EngineSession, first: bool) -> None:
+        if self._ended:
+            self._stop_session(session)
+            return
+        self.session = session
+        self.sessions_opened += 1
+        self.log.info("engine session {pid} for {key} (infohash {ih})", pid=session.pid, key=self.key, ih=session.infohash)
+        if session.infohash:
+            canonical = stream_key("infohash", session.infohash, self.selector.extra)
+            if canonical != self.key:
+                other = self.on_canonical(self, canonical)
+                if other is not None and other is not self:
+                    self._hand_over(other, session)
+                    return
+        if first:
+            self.upstream = Upstream.PREBUFFERING
+            self._first_byte_deadline_at = self.clock.seconds() + self.settings.first_byte_timeout
+            self._read(self.settings.first_byte_timeout)
+        else:
+            self._read(self.settings.recovery_first_byte_timeout)
+
+    def _session_failed(self, failure: Any, first: bool) -> None:
+        if self._ended:
+            return
+        error = failure.value if isinstance(failure.value, EngineError) else EngineError(502, failure.getErrorMessage())
+        if first:
+            self._fail(error)
+        else:
+            self.last_end_reason = error.message
+            self._next_rung()
+
+    # ------------------------------------------------------------ reading
+
+    def _read(self, first_byte_timeout: float) -> None:
+        assert self.session is not None
+        self.reader = self.engine.read(
+            self.session.playback_url,
+            on_data=self._on_data,
+            on_end=self._on_end,
+            first_byte_timeout=first_byte_timeout,
+            idle_timeout=self.settings.idle_timeout,
+        )
+
+    def _on_data(self, data: bytes) -> None:
+        if not self._ever_had_data:
+            self._ever_had_data = True
+        if self.upstream is Upstream.RECOVERING and self._ladder_step:
+            self.log.info("{key} recovered after {n} attempt(s)", key=self.key, n=self._ladder_step)
+            self._ladder_step = 0
+        self.bytes_in += len(data)
+        self.ring.feed(data)
+
+    def _on_block(self, block: Block) -> None:
+        if self.upstream in (Upstream.PREBUFFERING, Upstream.RECOVERING, Upstream.STARTING):
+            self.upstream = Upstream.LIVE
+            if self.live_since is None:
+                self.live_since = self.clock.seconds()
+        if self.lease is not None:
+            self.coordinator.publish(self.key, self.lease, block)
+        for sink in list(self.sinks):
+            sink.wake()
+
+    def _on_end(self, end: PlaybackEnd) -> None:
+        self.reader = None
+        if self._ended:
+            return
+        self.last_end_reason = end.reason
+        self.log.info("{key} upstream ended: {reason} ({n} bytes)", key=self.key, reason=end.reason, n=end.bytes_read)
+        if not self._ever_had_data:
+            self._before_first_data(end)
+        elif end.bytes_read:
+            # the stream was flowing (perhaps after a recovery attempt) and ended: climb the ladder from the bottom
+            self._recover()
+        else:
+            self._next_rung()
+
+    def _before_first_data(self, end: PlaybackEnd) -> None:
+        """The engine has not sent a byte yet: an empty reply means it is warming up; anything else is final."""
+        remaining = (self._first_byte_deadline_at or 0) - self.clock.seconds()
+        warming = end.error is not None and end.error.status == 502 and end.bytes_read == 0 and "before any data" in end.error.message
+        if warming and remaining > self.settings.backoff:
+            self._later(self.settings.backoff, lambda: self._read(remaining - self.settings.backoff))
+            return
+        self._fail(end.error or EngineError(502, end.reason))
+
+    # ------------------------------------------------------------ recovery ladder
+
+    def _recover(self) -> None:
+        self._begin_recovery()
+        self._next_rung()
+
+    def _begin_recovery(self) -> None:
+        self.upstream = Upstream.RECOVERING
+        self.recoveries += 1
+        self.ring.flush()
+        self.ring.discontinuity()
+        self._ladder = ["same"] * self.settings.reconnect_attempts + ["session"] * self.settings.session_attempts
+        self._ladder_step = 0
+
+    def _next_rung(self) -> None:
+        if self._ladder_step >= len(self._ladder):
+            self._fail(EngineError(502, f"engine stream lost and recovery failed ({self.last_end_reason})"))
+            return
+        rung = self._ladder[self._ladder_step]
+        delay = min(self.settings.backoff * (2 ** self._ladder_step), MAX_BACKOFF)
+        self._ladder_step += 1
+        self.log.info("{key}: recovery attempt {n} ({rung}) in {delay:g} s", key=self.key, n=self._ladder_step, rung=rung, delay=delay)
+        if rung == "same":
+            self._later(delay, lambda: self._read(self.settings.recovery_first_byte_timeout))
+        else:
+            self._later(delay, self._replace_session)
+
+    def _replace_session(self) -> None:
+        if self.session is not None:
+            self._stop_session(self.session)
+        self._open_session(first=False)
+
+    def _hand_over(self, other: "Channel", session: EngineSession) -> None:
+        """
+        The engine says this stream is one another channel already serves.
+        Our JSON call has superseded that channel's session, so it adopts the
+        new one, and our waiting players move to it.
+        """
+        self.log.info("{key} is {other}; handing players over", key=self.key, other=other.key)
+        self._ended = True
+        other.adopt_session(session)
+        for sink, info in list(self.sinks.items()):
+            del self.sinks[sink]
+            sink.rebind(other.ring, other.remove_client)
+            other.add_client(sink, info)
+        self._end(Upstream.STOPPED)
+
+    def adopt_session(self, session: EngineSession) -> None:
+        """Switch to C{session}, which replaced ours on the engine."""
+        if self.session is None:
+            # Our own JSON call is still in flight; its session will supersede this one.
+            return
+        if self.reader is not None:
+            self.reader.stop()
+            self.reader = None
+        self.session = session
+        self.sessions_opened += 1
+        if self._ever_had_data:
+            self._begin_recovery()
+        self._read(self.settings.first_byte_timeout)
+
+    # ------------------------------------------------------------ ending
+
+    def stop(self, reason: str = "stopped") -> Deferred[None]:
+        """
+        End the channel: players still connected are closed cleanly (or get
+        503 if they have no byte yet) and the engine session is stopped once.
+        Fires when the engine answered the stop (or its deadline passed).
+        """
+        if not self._ended:
+            self._ended = True
+            self.log.info("stopping {key}: {reason}", key=self.key, reason=reason)
+            for sink in list(self.sinks):
+                if getattr(sink, "started", False):
+                    sink.finish()
+                else:
+                    sink.fail(EngineError(503, "channel stopped", retry_after=1))
+            self._end(Upstream.STOPPED)
+            if self.session is not None:
+                self._stop_session(self.session)
+        return self._stops_done()
+
+    def _fail(self, error: EngineError) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.error = error
+        self.log.warn("{key} failed: {error}", key=self.key, error=error.message)
+        for sink in list(self.sinks):
+            sink.fail(error)
+        self._end(Upstream.FAILED)
+        if self.session is not None:
+            self._stop_session(self.session)
+
+    def _end(self, final: Upstream) -> None:
+        self._ended = True
+        self.upstream = final
+        self.lingering = False
+        self._cancel_grace()
+        for timer in list(self._timers):
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+        if self.reader is not None:
+            self.reader.stop()
+            self.reader = None
+        self.sinks.clear()
+        self.ring.close()
+        if self.lease is not None:
+            self.coordinator.release(self.key, self.lease)
+            self.coordinator.stream_gone(self.key)
+        self.on_gone(self)
+
+    def _stop_session(self, session: EngineSession) -> None:
+        if session.pid in self._stopped_pids:
+            return
+        self._stopped_pids.add(session.pid)
+        self._stop_calls.append(self.engine.stop(session))
+
+    def _stops_done(self) -> Deferred[None]:
+        from twisted.internet.defer import DeferredList
+
+        if not self._stop_calls:
+            return succeed(None)
+        return DeferredList(list(self._stop_calls)).addCallback(lambda _: None)
+
+    def _later(self, delay: float, action: Callable[[], None]) -> None:
+        def run() -> None:
+            self._timers.discard(timer)
+            if not self._ended:
+                action()
+
+        timer = self.clock.callLater(delay, run)
+        self._timers.add(timer)
+
+    # ------------------------------------------------------------ status
+
+    def status(self) -> Dict[str, Any]:
+        now = self.clock.seconds()
+        session = self.session
+        clients = []
+        for sink, info in self.sinks.items():
+            clients.append(
+                {
+                    "id": info.client_id,
+                    "ip": info.ip,
+                    "user_agent": info.user_agent,
+                    "connected_at": info.connected_at,
+                    "connected_for": round(now - info.connected_at, 3),
+                    "bytes_sent": sink.bytes_sent,
+                    "queue_bytes": sink.lag_bytes,
+                    "skips": sink.skips,
+                    "paused": sink.paused,
+                    "started": sink.started,
+                }
+            )
+        return {
+            "key": self.key,
+            "state": self.state,
+            "engine": self.engine.base_url,
+            "infohash": session.infohash if session else None,
+            "playback_session_id": session.playback_session_id if session else None,
+            "playback_url": session.playback_url if session else None,
+            "stat_url": session.stat_url if session else None,
+            "command_url": session.command_url if session else None,
+            "owner": self.lease.owner if self.lease else None,
+            "epoch": self.lease.epoch if self.lease else None,
+            "created_at": self.created_at,
+            "uptime": round(now - self.created_at, 3),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out_total(),
+            "bitrate": self.bitrate(),
+            "recoveries": self.recoveries,
+            "sessions_opened": self.sessions_opened,
+            "last_end_reason": self.last_end_reason,
+            "ring": {"blocks": len(self.ring), "bytes": self.ring.total_bytes, "resyncs": self.ring.resyncs},
+            "clients": clients,
+            "error": self.error.message if self.error else None,
+        }
+
+    def bytes_out_total(self) -> int:
+        return self.departed_bytes_out + sum(sink.bytes_sent for sink in self.sinks)
+
+    def skips_total(self) -> int:
+        return self.departed_skips + sum(sink.skips for sink in self.sinks)
+
+    def bitrate(self) -> int:
+        """Bits per second over the ring's history."""
+        first = self.ring.get(self.ring.first_seq)
+        newest = self.ring.get(self.ring.next_seq - 1)
+        if first is None or newest is None or newest.created <= first.created:
+            return 0
+        return int(self.ring.total_bytes * 8 / (newest.created - first.created))
+
+
+def new_client_id() -> str:
+    return uuid.uuid4().hex

@@ -1,0 +1,182 @@
+"""Test doubles for channel unit tests: an engine client and sinks driven by hand."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional
+
+from twisted.internet.defer import Deferred, succeed
+
+from acetwist import ts
+from acetwist.upstream import EngineError, EngineSession, PlaybackEnd, Selector
+
+VIDEO, AUDIO, PMT = 0x100, 0x101, 0x1000
+
+
+def gop(index: int, packets: int = 40) -> bytes:
+    """One GOP of valid TS whose counters continue from GOP C{index - 1}."""
+    out = [ts.make_pat(PMT, cc=index & 0x0F), ts.make_pmt(PMT, VIDEO, [(0x1B, VIDEO), (0x0F, AUDIO)], cc=index & 0x0F)]
+    out.append(ts.make_packet(VIDEO, b"\0" * 100, cc=(index * 16) & 0x0F, pusi=True, random_access=True,
+                              pcr=index * 27_000_000))
+    for i in range(15):
+        out.append(ts.make_packet(VIDEO, b"\x11" * 184, cc=(i + 1) & 0x0F))
+    for i in range(16):
+        out.append(ts.make_packet(AUDIO, b"\x22" * 184, cc=i))
+    return b"".join(out)
+
+
+class FakeReader:
+    def __init__(self, engine: "FakeEngine", url: str, on_data: Callable[[bytes], None],
+                 on_end: Callable[[PlaybackEnd], None], first_byte_timeout: float) -> None:
+        self.engine = engine
+        self.url = url
+        self.on_data = on_data
+        self.on_end = on_end
+        self.first_byte_timeout = first_byte_timeout
+        self.stopped = False
+        self.bytes_read = 0
+
+    def feed(self, data: bytes) -> None:
+        assert not self.stopped
+        self.bytes_read += len(data)
+        self.on_data(data)
+
+    def end(self, reason: str = "cut", error: Optional[EngineError] = None) -> None:
+        self.stopped = True
+        self.on_end(PlaybackEnd(reason, self.bytes_read, error))
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class FakeEngine:
+    """An EngineClient whose sessions and reads the test completes by hand."""
+
+    base_url = "http://engine.invalid:6878"
+
+    def __init__(self, infohash: str = "ab" * 20) -> None:
+        self.infohash = infohash
+        self.opens: List[Deferred[EngineSession]] = []
+        self.selectors: List[Selector] = []
+        self.readers: List[FakeReader] = []
+        self.stopped: List[str] = []
+        self.json_calls = 0
+        self.stop_calls = 0
+
+    def open_session(self, selector: Selector) -> Deferred[EngineSession]:
+        self.json_calls += 1
+        self.selectors.append(selector)
+        d: Deferred[EngineSession] = Deferred()
+        self.opens.append(d)
+        return d
+
+    def session(self, n: int, infohash: Optional[str] = None) -> EngineSession:
+        return EngineSession(
+            playback_url=f"{self.base_url}/ace/r/{infohash or self.infohash}/{n}",
+            stat_url=f"{self.base_url}/ace/stat/x/{n}",
+            command_url=f"{self.base_url}/ace/cmd/x/{n}",
+            infohash=infohash or self.infohash,
+            playback_session_id=f"{n:040x}",
+            pid=f"pid-{n}",
+        )
+
+    def answer(self, index: int = -1, infohash: Optional[str] = None) -> EngineSession:
+        """Complete the C{index}th JSON call with a session."""
+        n = index if index >= 0 else len(self.opens) + index
+        session = self.session(n, infohash)
+        self.opens[n].callback(session)
+        return session
+
+    def refuse(self, error: EngineError, index: int = -1) -> None:
+        self.opens[index].errback(error)
+
+    def read(self, url: str, *, on_data: Any, on_end: Any, first_byte_timeout: float, idle_timeout: float) -> FakeReader:
+        reader = FakeReader(self, url, on_data, on_end, first_byte_timeout)
+        self.readers.append(reader)
+        return reader
+
+    def stop(self, session: EngineSession) -> Deferred[bool]:
+        self.stop_calls += 1
+        self.stopped.append(session.pid)
+        return succeed(True)
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+
+class FakeSink:
+    """Records what the channel asks of a player's sink."""
+
+    def __init__(self) -> None:
+        self.events: List[str] = []
+        self.error: Optional[EngineError] = None
+        self.started = False
+        self.bytes_sent = 0
+        self.skips = 0
+        self.lag_bytes = 0
+        self.paused = False
+        self.on_close: Optional[Callable[[Any, str], None]] = None
+        self.ring: Any = None
+
+    def start(self) -> None:
+        self.events.append("start")
+
+    def wake(self) -> None:
+        self.started = True
+        self.events.append("wake")
+
+    def fail(self, error: EngineError) -> None:
+        self.error = error
+        self.events.append("fail")
+        if self.on_close:
+            self.on_close(self, "failed")
+
+    def finish(self) -> None:
+        self.events.append("finish")
+        if self.on_close:
+            self.on_close(self, "finished")
+
+    def rebind(self, ring: Any, on_close: Callable[[Any, str], None]) -> None:
+        self.ring = ring
+        self.on_close = on_close
+        self.events.append("rebind")
+
+    def leave(self) -> None:
+        assert self.on_close is not None
+        self.on_close(self, "gone")
+
+
+class FakeCoordinator:
+    """A single-process coordinator that records what the channel tells the cluster."""
+
+    worker_id = "test-worker"
+
+    def __init__(self) -> None:
+        from acetwist.interfaces import Lease
+
+        self._lease = Lease
+        self.epoch = 0
+        self.published: List[Any] = []
+        self.joined: List[Any] = []
+        self.left: List[Any] = []
+        self.released: List[str] = []
+        self.gone: List[str] = []
+
+    def claim(self, key: str) -> Deferred[Any]:
+        self.epoch += 1
+        return succeed(self._lease(self.worker_id, self.epoch))
+
+    def release(self, key: str, lease: Any) -> Deferred[None]:
+        self.released.append(key)
+        return succeed(None)
+
+    def publish(self, key: str, lease: Any, block: Any) -> None:
+        self.published.append(block)
+
+    def client_joined(self, record: Any) -> None:
+        self.joined.append(record)
+
+    def client_left(self, record: Any) -> None:
+        self.left.append(record)
+
+    def stream_gone(self, key: str) -> None:
+        self.gone.append(key)

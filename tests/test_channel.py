@@ -1,0 +1,203 @@
+"""Channel state machine on task.Clock, with a hand-driven engine and recording sinks."""
+
+from typing import Any, List, Optional
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from acetwist.channel import Channel, ClientInfo
+from acetwist.config import Settings
+from acetwist.registry import Registry
+from acetwist.upstream import EngineError, Selector
+from tests.fakes import FakeCoordinator, FakeEngine, FakeSink, gop
+
+ID = "1" * 40
+
+
+class ChannelTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.engine = FakeEngine()
+        self.coordinator = FakeCoordinator()
+        self.settings = Settings.defaults(grace=5.0, first_byte_timeout=30.0, idle_timeout=5.0, backoff=1.0,
+                                          reconnect_attempts=2, session_attempts=1, recovery_first_byte_timeout=4.0)
+        self.registry = Registry(self.make_channel)
+
+    def make_channel(self, selector: Selector, registry: Registry) -> Channel:
+        return Channel(selector, engine=self.engine, settings=self.settings, clock=self.clock,  # type: ignore[arg-type]
+                       coordinator=self.coordinator, on_gone=registry.forget, on_canonical=registry.canonical)
+
+    def join(self, kind: str = "id", value: str = ID) -> "tuple[Channel, FakeSink]":
+        channel = self.registry.channel_for(Selector(kind, value))
+        sink = FakeSink()
+        sink.on_close = channel.remove_client
+        channel.add_client(sink, ClientInfo("c", "127.0.0.1", "test", self.clock.seconds()))
+        channel.start()
+        return channel, sink
+
+    def go_live(self) -> "tuple[Channel, FakeSink]":
+        channel, sink = self.join()
+        self.engine.answer()
+        self.engine.readers[-1].feed(gop(0))
+        self.clock.advance(0.1)  # flush the partial block
+        return channel, sink
+
+
+class StartTests(ChannelTestCase):
+    def test_players_share_one_engine_session(self) -> None:
+        """Three players asking for one stream make exactly one engine JSON call."""
+        channel, _ = self.join()
+        for _ in range(2):
+            self.join()
+        self.assertEqual(self.engine.json_calls, 1)
+        self.assertEqual(len(channel.sinks), 3)
+
+    def test_first_data_makes_the_channel_live_and_wakes_players(self) -> None:
+        """After the session opens the channel prebuffers; the first block makes it live and wakes the sink."""
+        channel, sink = self.join()
+        self.assertEqual(channel.state, "starting")
+        self.engine.answer()
+        self.assertEqual(channel.state, "prebuffering")
+        self.engine.readers[-1].feed(gop(0))
+        self.clock.advance(0.1)
+        self.assertEqual(channel.state, "live")
+        self.assertIn("wake", sink.events)
+        self.assertTrue(self.coordinator.published)
+
+    def test_engine_error_reaches_every_waiting_player(self) -> None:
+        """A JSON error fails every waiting player with the same error, and the channel is forgotten."""
+        channel, first = self.join()
+        _, second = self.join()
+        self.engine.refuse(EngineError(502, "engine: failed to load content"))
+        self.assertEqual(first.error.status, 502)
+        self.assertIs(first.error, second.error)
+        self.assertEqual(channel.state, "failed")
+        self.assertEqual(self.registry.channels(), [])
+        self.assertEqual(self.engine.stop_calls, 0)
+
+    def test_no_data_before_deadline_fails_with_the_readers_error_and_stops_the_session(self) -> None:
+        """When the playback read ends without data the players get its error and the session is stopped once."""
+        channel, sink = self.join()
+        self.engine.answer()
+        self.engine.readers[-1].end("no data within 30 s", EngineError(504, "engine sent no data within 30 s"))
+        self.assertEqual(sink.error.status, 504)
+        self.assertEqual(self.engine.stopped, ["pid-0"])
+
+    def test_empty_reply_while_warming_up_is_retried(self) -> None:
+        """An empty 200 before the first byte means the engine is warming up: the same URL is read again."""
+        channel, sink = self.join()
+        self.engine.answer()
+        self.engine.readers[-1].end("closed", EngineError(502, "engine ended the stream before any data"))
+        self.clock.advance(self.settings.backoff)
+        self.assertEqual(len(self.engine.readers), 2)
+        self.assertEqual(self.engine.readers[1].url, self.engine.readers[0].url)
+        self.assertIsNone(sink.error)
+
+    def test_id_and_infohash_share_one_channel(self) -> None:
+        """Once the engine names the infohash, a request by that infohash joins the id's channel."""
+        channel, _ = self.join("id", ID)
+        self.engine.answer(infohash="ab" * 20)
+        other, _ = self.join("infohash", "ab" * 20)
+        self.assertIs(other, channel)
+        self.assertEqual(self.engine.json_calls, 1)
+
+    def test_concurrent_id_and_infohash_merge_into_one_channel(self) -> None:
+        """If id and infohash calls raced, the second reply hands its players to the first channel."""
+        by_id, id_sink = self.join("id", ID)
+        by_hash, hash_sink = self.join("infohash", "ab" * 20)
+        self.engine.answer(0, infohash="ab" * 20)
+        self.engine.answer(1, infohash="ab" * 20)
+        # the infohash channel was registered first under its own key; the id channel hands over to it
+        survivors = self.registry.channels()
+        self.assertEqual(len(survivors), 1)
+        survivor = survivors[0]
+        self.assertEqual(set(survivor.sinks), {id_sink, hash_sink})
+        self.assertEqual(survivor.session.pid, "pid-1")
+        self.assertEqual(self.engine.stop_calls, 0)
+
+
+class GraceTests(ChannelTestCase):
+    def test_last_player_leaving_stops_the_session_once_after_grace(self) -> None:
+        """The engine session is stopped exactly once, grace seconds after the last player left."""
+        channel, sink = self.go_live()
+        sink.leave()
+        self.assertEqual(channel.state, "lingering")
+        self.clock.advance(4.9)
+        self.assertEqual(self.engine.stop_calls, 0)
+        self.clock.advance(0.2)
+        self.assertEqual(self.engine.stopped, ["pid-0"])
+        self.assertEqual(channel.state, "stopped")
+        self.assertTrue(self.engine.readers[0].stopped)
+        self.assertEqual(self.registry.channels(), [])
+        self.clock.advance(100)
+        self.assertEqual(self.engine.stop_calls, 1)
+
+    def test_player_arriving_during_grace_reuses_the_session(self) -> None:
+        """A player joining during the grace period cancels the stop and shares the same session."""
+        channel, sink = self.go_live()
+        sink.leave()
+        self.clock.advance(3)
+        again, _ = self.join()
+        self.assertIs(again, channel)
+        self.assertEqual(channel.state, "live")
+        self.clock.advance(10)
+        self.assertEqual(self.engine.stop_calls, 0)
+        self.assertEqual(self.engine.json_calls, 1)
+
+    def test_stop_closes_started_players_cleanly_and_fails_waiting_ones(self) -> None:
+        """Shutdown finishes players that have data and gives waiting players a 503."""
+        channel, live = self.go_live()
+        waiting = FakeSink()
+        waiting.on_close = channel.remove_client
+        channel.add_client(waiting, ClientInfo("w", "127.0.0.1", "t", 0))
+        channel.stop("shutting down")
+        self.assertIn("finish", live.events)
+        self.assertEqual(waiting.error.status, 503)
+        self.assertEqual(self.engine.stop_calls, 1)
+
+
+class RecoveryTests(ChannelTestCase):
+    def test_cut_rereads_the_same_url_and_players_stay(self) -> None:
+        """A cut of a flowing stream re-reads the same playback URL after the backoff; players stay attached."""
+        channel, sink = self.go_live()
+        self.engine.readers[0].end("engine closed the stream")
+        self.assertEqual(channel.state, "recovering")
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.engine.readers), 2)
+        self.assertEqual(self.engine.readers[1].url, self.engine.readers[0].url)
+        self.engine.readers[1].feed(gop(1))
+        self.clock.advance(0.1)
+        self.assertEqual(channel.state, "live")
+        self.assertIn(sink, channel.sinks)
+        self.assertIsNone(sink.error)
+        self.assertEqual(channel.recoveries, 1)
+
+    def test_failed_rereads_open_a_new_session(self) -> None:
+        """When re-reads of the same URL bring nothing, the ladder opens a new engine session."""
+        channel, sink = self.go_live()
+        self.engine.readers[0].end("cut")
+        self.clock.advance(1.0)
+        self.engine.readers[1].end("refused", EngineError(503, "x"))
+        self.clock.advance(2.0)
+        self.engine.readers[2].end("refused", EngineError(503, "x"))
+        self.clock.advance(4.0)
+        self.assertEqual(self.engine.json_calls, 2)
+        self.assertEqual(self.engine.stopped, ["pid-0"])
+        self.engine.answer()
+        self.engine.readers[3].feed(gop(0))
+        self.clock.advance(0.1)
+        self.assertEqual(channel.state, "live")
+        self.assertIsNone(sink.error)
+
+    def test_every_rung_failing_disconnects_players(self) -> None:
+        """Only when every rung fails are players failed (aborted), and the sessions stopped."""
+        channel, sink = self.go_live()
+        self.engine.readers[0].end("cut")
+        for delay in (1.0, 2.0):
+            self.clock.advance(delay)
+            self.engine.readers[-1].end("refused", EngineError(503, "x"))
+        self.clock.advance(4.0)
+        self.engine.refuse(EngineError(503, "engine unreachable"))
+        self.assertEqual(channel.state, "failed")
+        self.assertIsNotNone(sink.error)
+        self.assertEqual(self.registry.channels(), [])
