@@ -17,10 +17,11 @@ from typing import Any, Callable, Dict, List, Optional, Set
 import attr
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from acetwist.config import Settings
-from acetwist.interfaces import Block, ClientRecord, ICoordinator, Lease
+from acetwist.interfaces import Block, ClientRecord, ICoordinator, IFollower, Lease
 from acetwist.ring import TSRing
 from acetwist.upstream import EngineClient, EngineError, EngineSession, PlaybackEnd, PlaybackReader, Selector, stream_key
 
@@ -90,6 +91,8 @@ class Channel:
         self.lingering = False
         self.session: Optional[EngineSession] = None
         self.lease: Optional[Lease] = None
+        self.follower: Optional[IFollower] = None
+        self.follow_epoch: Optional[int] = None
         self.reader: Optional[PlaybackReader] = None
         self.error: Optional[EngineError] = None
         self.created_at = clock.seconds()
@@ -107,6 +110,10 @@ class Channel:
         self._timers: Set[IDelayedCall] = set()
         self._grace_timer: Optional[IDelayedCall] = None
         self._stopped_pids: Set[str] = set()
+        self._loops: Dict[str, LoopingCall] = {}
+        self._reported_bytes: Dict[Any, int] = {}
+        self._orphan_checks = 0
+        self._follow_segment: Optional[int] = None
         self._stop_calls: List[Deferred[bool]] = []
         self._started = False
         self._ended = False
@@ -118,6 +125,13 @@ class Channel:
         if self.upstream in (Upstream.STOPPED, Upstream.FAILED):
             return self.upstream.value
         return "lingering" if self.lingering else self.upstream.value
+
+    @property
+    def role(self) -> str:
+        """C{owner} (reads the engine), C{follower} (reads another worker's mirror), or C{none}."""
+        if self.lease is not None:
+            return "owner"
+        return "follower" if self.follower is not None else "none"
 
     @property
     def alive(self) -> bool:
@@ -142,6 +156,7 @@ class Channel:
             return
         self.departed_bytes_out += sink.bytes_sent
         self.departed_skips += sink.skips
+        self._reported_bytes.pop(sink, None)
         self.coordinator.client_left(self._record(sink, info))
         self.log.info("player {ip} left {key}: {reason}", ip=info.ip, key=self.key, reason=reason)
         if not self.sinks and not self._ended:
@@ -166,7 +181,20 @@ class Channel:
 
     def _grace_expired(self) -> None:
         self._grace_timer = None
-        self.stop("no players for the grace period")
+        if self.lease is None:
+            self.stop("no players on this worker for the grace period")
+            return
+        d = self.coordinator.client_count(self.key)
+        d.addCallbacks(self._cluster_count, lambda f: self._cluster_count(0))
+
+    def _cluster_count(self, count: int) -> None:
+        if self._ended or not self.lingering:
+            return
+        if count > 0:
+            self.log.info("{key}: {n} player(s) on other workers; staying", key=self.key, n=count)
+            self._linger()
+        else:
+            self.stop("no players in the cluster for the grace period")
 
     def _cancel_grace(self) -> None:
         if self._grace_timer is not None and self._grace_timer.active():
@@ -188,11 +216,11 @@ class Channel:
             if lease is not None:
                 self.coordinator.release(self.key, lease)
             return
+        self._every("heartbeat", self.settings.heartbeat, self._heartbeat)
         if lease is None:
-            # Another worker owns this stream; following its mirror is the coordinated path.
-            self._fail(EngineError(503, "another worker owns this stream and following it is unavailable", 2))
+            self._become_follower()
             return
-        self.lease = lease
+        self._become_owner(lease)
         self._open_session(first=True)
 
     def _claim_failed(self, failure: Any) -> None:
@@ -348,6 +376,137 @@ class Channel:
             self._begin_recovery()
         self._read(self.settings.first_byte_timeout)
 
+
+    # ------------------------------------------------------------ cluster roles
+
+    def _become_owner(self, lease: Lease) -> None:
+        self.lease = lease
+        self._every("renew", max(self.settings.lease / 3, 0.05), self._renew)
+        self.log.info("{key}: owner with epoch {epoch}", key=self.key, epoch=lease.epoch)
+
+    def _renew(self) -> None:
+        lease = self.lease
+        if lease is None or self._ended:
+            return
+        d = self.coordinator.renew(self.key, lease)
+        # A Redis outage is no reason to stop streaming: keep going and try again.
+        d.addCallbacks(lambda ok: None if ok else self._lease_lost(lease), lambda f: None)
+
+    def _lease_lost(self, lease: Lease) -> None:
+        if self._ended or self.lease is not lease:
+            return
+        self.log.warn("{key}: lease with epoch {epoch} lost; claiming again", key=self.key, epoch=lease.epoch)
+        d = self.coordinator.claim(self.key)
+        d.addCallbacks(self._reclaimed, lambda f: None)
+
+    def _reclaimed(self, lease: Optional[Lease]) -> None:
+        if self._ended:
+            if lease is not None:
+                self.coordinator.release(self.key, lease)
+            return
+        if lease is not None:
+            # Nobody took over: keep our engine session under the new epoch.
+            self.lease = lease
+            return
+        # Another worker owns the stream now: its session superseded ours.
+        self.log.warn("{key}: another worker took over; following it", key=self.key)
+        self._stop_loop("renew")
+        self.lease = None
+        if self.reader is not None:
+            self.reader.stop()
+            self.reader = None
+        self._cancel_timers()
+        self.session = None
+        self._become_follower()
+
+    def _become_follower(self) -> None:
+        self.ring.flush()
+        self.ring.discontinuity()
+        self._follow_segment = None
+        self.follower = self.coordinator.follow(self.key, self._on_mirrored_block)
+        self._every("watch", max(self.settings.lease / 2, 0.05), self._watch_owner)
+        self.log.info("{key}: following the owner's mirror", key=self.key)
+
+    def _on_mirrored_block(self, block: Block, epoch: int) -> None:
+        if self._ended or self.follower is None:
+            return
+        if (self.follow_epoch is not None and epoch != self.follow_epoch) or (
+            self._follow_segment is not None and block.segment != self._follow_segment
+        ):
+            self.ring.discontinuity()
+        self.follow_epoch = epoch
+        self._follow_segment = block.segment
+        self._ever_had_data = True
+        self.bytes_in += len(block.data)
+        self.ring.append_block(block.data, block.keyframe, block.psi)
+
+    def _watch_owner(self) -> None:
+        d = self.coordinator.owner(self.key)
+        d.addCallbacks(self._owner_seen, lambda f: None)
+
+    def _owner_seen(self, lease: Optional[Lease]) -> None:
+        if self._ended or self.follower is None:
+            return
+        if lease is not None:
+            self._orphan_checks = 0
+            return
+        self._orphan_checks += 1
+        if self._orphan_checks >= 2 and self.sinks:
+            self._orphan_checks = 0
+            self.coordinator.claim(self.key).addCallbacks(self._took_over, lambda f: None)
+
+    def _took_over(self, lease: Optional[Lease]) -> None:
+        if lease is None or self._ended:
+            if lease is not None:
+                self.coordinator.release(self.key, lease)
+            return
+        self.log.info("{key}: owner gone; taking over with epoch {epoch}", key=self.key, epoch=lease.epoch)
+        self._stop_loop("watch")
+        if self.follower is not None:
+            self.follower.stop()
+            self.follower = None
+        self._become_owner(lease)
+        if self._ever_had_data:
+            self._begin_recovery()
+            self._ladder_step = len([r for r in self._ladder if r == "same"])  # no URL of ours to re-read
+            self._replace_session()
+        else:
+            self._open_session(first=True)
+
+    def _heartbeat(self) -> None:
+        """Refresh players' records from real delivery, and the stream's shared metadata."""
+        for sink, info in list(self.sinks.items()):
+            sent = sink.bytes_sent
+            if sent != self._reported_bytes.get(sink):
+                self._reported_bytes[sink] = sent
+                self.coordinator.client_progress(self._record(sink, info))
+        if self.lease is not None:
+            self.coordinator.update_stream(
+                self.key,
+                {
+                    "state": self.state,
+                    "engine": self.engine.base_url,
+                    "owner": self.lease.owner,
+                    "epoch": self.lease.epoch,
+                    "bitrate": self.bitrate(),
+                    "started": self.created_at,
+                    "bytes_in": self.bytes_in,
+                    "infohash": self.session.infohash if self.session else "",
+                },
+            )
+
+    def _every(self, name: str, interval: float, action: Callable[[], None]) -> None:
+        self._stop_loop(name)
+        loop = LoopingCall(action)
+        loop.clock = self.clock
+        self._loops[name] = loop
+        loop.start(interval, now=False).addErrback(lambda f: self.log.failure("{name} loop failed", f, name=name))
+
+    def _stop_loop(self, name: str) -> None:
+        loop = self._loops.pop(name, None)
+        if loop is not None and loop.running:
+            loop.stop()
+
     # ------------------------------------------------------------ ending
 
     def stop(self, reason: str = "stopped") -> Deferred[None]:
@@ -386,10 +545,12 @@ class Channel:
         self.upstream = final
         self.lingering = False
         self._cancel_grace()
-        for timer in list(self._timers):
-            if timer.active():
-                timer.cancel()
-        self._timers.clear()
+        self._cancel_timers()
+        for name in list(self._loops):
+            self._stop_loop(name)
+        if self.follower is not None:
+            self.follower.stop()
+            self.follower = None
         if self.reader is not None:
             self.reader.stop()
             self.reader = None
@@ -399,6 +560,12 @@ class Channel:
             self.coordinator.release(self.key, self.lease)
             self.coordinator.stream_gone(self.key)
         self.on_gone(self)
+
+    def _cancel_timers(self) -> None:
+        for timer in list(self._timers):
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
 
     def _stop_session(self, session: EngineSession) -> None:
         if session.pid in self._stopped_pids:
@@ -452,8 +619,9 @@ class Channel:
             "playback_url": session.playback_url if session else None,
             "stat_url": session.stat_url if session else None,
             "command_url": session.command_url if session else None,
+            "role": self.role,
             "owner": self.lease.owner if self.lease else None,
-            "epoch": self.lease.epoch if self.lease else None,
+            "epoch": self.lease.epoch if self.lease else self.follow_epoch,
             "created_at": self.created_at,
             "uptime": round(now - self.created_at, 3),
             "bytes_in": self.bytes_in,

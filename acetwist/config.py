@@ -145,6 +145,10 @@ OPTIONS: List[OptionSpec] = [
                "Redis URL (redis://host:port/db) shared by every acetwist worker; omit for a single process."),
     OptionSpec("redis-prefix", "acetwist", _text, "Prefix of every Redis key acetwist writes."),
     OptionSpec("worker-id", None, _text, "This worker's name in the cluster (default: hostname:pid)."),
+    OptionSpec("lease", "5", _positive(parse_duration),
+               "Ownership lease of a channel in Redis; a dead owner is replaced after about this long."),
+    OptionSpec("heartbeat", "2", _positive(parse_duration),
+               "How often players' records and channel metadata are refreshed in the cluster."),
     OptionSpec("grace", "15", parse_duration, "Seconds a channel lingers after its last player leaves."),
     OptionSpec("token", None, _text, "Require ?token=SECRET (or 'Authorization: Bearer SECRET') on every request."),
     OptionSpec("json-timeout", "10", _positive(parse_duration),
@@ -189,6 +193,8 @@ class Settings:
     redis: Optional[str]
     redis_prefix: str
     worker_id: Optional[str]
+    lease: float
+    heartbeat: float
     grace: float
     token: Optional[str]
     json_timeout: float

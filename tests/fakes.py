@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any, Callable, List, Optional
 
 from twisted.internet.defer import Deferred, succeed
+from zope.interface import implementer
 
 from acetwist import ts
+from acetwist.interfaces import ICoordinator, Lease
 from acetwist.upstream import EngineError, EngineSession, PlaybackEnd, Selector
 
 VIDEO, AUDIO, PMT = 0x100, 0x101, 0x1000
@@ -145,38 +147,88 @@ class FakeSink:
         self.on_close(self, "gone")
 
 
+class FakeFollower:
+    def __init__(self, on_block: Callable[[Any, int], None]) -> None:
+        self.on_block = on_block
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+@implementer(ICoordinator)
 class FakeCoordinator:
-    """A single-process coordinator that records what the channel tells the cluster."""
+    """
+    A programmable coordinator: C{other_owner} simulates another worker
+    holding the lease, C{renew_ok} whether renewals succeed, C{cluster_clients}
+    the players other workers report. It records what the channel tells it.
+    """
 
     worker_id = "test-worker"
 
     def __init__(self) -> None:
-        from acetwist.interfaces import Lease
-
-        self._lease = Lease
         self.epoch = 0
+        self.other_owner: Optional[Lease] = None
+        self.renew_ok = True
+        self.cluster_clients = 0
+        self.claims = 0
         self.published: List[Any] = []
         self.joined: List[Any] = []
+        self.progress: List[Any] = []
         self.left: List[Any] = []
         self.released: List[str] = []
         self.gone: List[str] = []
+        self.followers: List[FakeFollower] = []
+        self.metadata: List[Any] = []
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
 
     def claim(self, key: str) -> Deferred[Any]:
+        self.claims += 1
+        if self.other_owner is not None:
+            return succeed(None)
         self.epoch += 1
-        return succeed(self._lease(self.worker_id, self.epoch))
+        return succeed(Lease(self.worker_id, self.epoch))
+
+    def renew(self, key: str, lease: Any) -> Deferred[bool]:
+        return succeed(self.renew_ok and self.other_owner is None)
 
     def release(self, key: str, lease: Any) -> Deferred[None]:
         self.released.append(key)
         return succeed(None)
 
+    def owner(self, key: str) -> Deferred[Any]:
+        return succeed(self.other_owner)
+
     def publish(self, key: str, lease: Any, block: Any) -> None:
-        self.published.append(block)
+        self.published.append((lease.epoch, block))
+
+    def follow(self, key: str, on_block: Callable[[Any, int], None], from_start: bool = False) -> FakeFollower:
+        follower = FakeFollower(on_block)
+        self.followers.append(follower)
+        return follower
 
     def client_joined(self, record: Any) -> None:
         self.joined.append(record)
 
+    def client_progress(self, record: Any) -> None:
+        self.progress.append(record)
+
     def client_left(self, record: Any) -> None:
         self.left.append(record)
 
+    def client_count(self, key: str) -> Deferred[int]:
+        return succeed(self.cluster_clients)
+
+    def update_stream(self, key: str, fields: Any) -> None:
+        self.metadata.append(fields)
+
     def stream_gone(self, key: str) -> None:
         self.gone.append(key)
+
+    def cluster_view(self) -> Deferred[Any]:
+        return succeed({"workers": [self.worker_id], "streams": {}})

@@ -201,3 +201,98 @@ class RecoveryTests(ChannelTestCase):
         self.assertEqual(channel.state, "failed")
         self.assertIsNotNone(sink.error)
         self.assertEqual(self.registry.channels(), [])
+
+
+class ClusterTests(ChannelTestCase):
+    def test_fake_coordinator_provides_the_interface(self) -> None:
+        """The coordinator double used here implements ICoordinator."""
+        from zope.interface.verify import verifyObject
+
+        from acetwist.interfaces import ICoordinator
+
+        self.assertTrue(verifyObject(ICoordinator, self.coordinator))
+
+    def test_non_owner_follows_the_mirror_and_never_calls_the_engine(self) -> None:
+        """When another worker owns the stream, the channel serves its mirrored blocks and makes no engine call."""
+        from acetwist.interfaces import Block, Lease
+
+        self.coordinator.other_owner = Lease("other", 7)
+        channel, sink = self.join()
+        self.assertEqual(channel.role, "follower")
+        self.assertEqual(self.engine.json_calls, 0)
+        [follower] = self.coordinator.followers
+        follower.on_block(Block(0, gop(0), True, b"", 0, 0.0), 7)
+        self.assertEqual(channel.state, "live")
+        self.assertIn("wake", sink.events)
+        self.assertEqual(len(channel.ring), 1)
+        self.assertEqual(self.coordinator.published, [])
+
+    def test_follower_takes_over_when_the_owner_is_gone(self) -> None:
+        """A follower with players claims the stream after the owner's lease has been missing twice, and opens a session."""
+        from acetwist.interfaces import Block, Lease
+
+        self.coordinator.other_owner = Lease("other", 7)
+        channel, sink = self.join()
+        self.coordinator.followers[0].on_block(Block(0, gop(0), True, b"", 0, 0.0), 7)
+        self.coordinator.other_owner = None
+        self.clock.advance(self.settings.lease / 2)
+        self.assertEqual(channel.role, "follower")
+        self.clock.advance(self.settings.lease / 2)
+        self.assertEqual(channel.role, "owner")
+        self.assertTrue(self.coordinator.followers[0].stopped)
+        self.assertEqual(self.engine.json_calls, 1)
+        self.engine.answer()
+        self.engine.readers[-1].feed(gop(1))
+        self.clock.advance(0.1)
+        self.assertEqual(channel.state, "live")
+        self.assertIsNone(sink.error)
+        self.assertEqual(self.coordinator.published[-1][0], channel.lease.epoch)
+
+    def test_lost_lease_nobody_else_took_is_reclaimed_without_a_new_session(self) -> None:
+        """If the lease lapsed (say Redis restarted) and nobody took it, the owner claims a new epoch and keeps its session."""
+        channel, sink = self.go_live()
+        first_epoch = channel.lease.epoch
+        self.coordinator.renew_ok = False
+        self.clock.advance(self.settings.lease / 3)
+        self.coordinator.renew_ok = True
+        self.assertGreater(channel.lease.epoch, first_epoch)
+        self.assertEqual(self.engine.json_calls, 1)
+        self.assertFalse(self.engine.readers[0].stopped)
+
+    def test_lease_taken_by_another_worker_turns_the_owner_into_a_follower(self) -> None:
+        """When another worker holds the lease, the former owner stops reading and follows, without stopping the session."""
+        from acetwist.interfaces import Lease
+
+        channel, sink = self.go_live()
+        self.coordinator.other_owner = Lease("other", 99)
+        self.clock.advance(self.settings.lease / 3)
+        self.assertEqual(channel.role, "follower")
+        self.assertTrue(self.engine.readers[0].stopped)
+        self.assertEqual(self.engine.stop_calls, 0)
+        self.assertIn(sink, channel.sinks)
+
+    def test_owner_keeps_the_session_while_other_workers_have_players(self) -> None:
+        """At grace expiry the owner counts players cluster-wide; it stops only once that count is zero."""
+        channel, sink = self.go_live()
+        self.coordinator.cluster_clients = 2
+        sink.leave()
+        self.clock.advance(self.settings.grace + 0.1)
+        self.assertEqual(self.engine.stop_calls, 0)
+        self.assertEqual(channel.state, "lingering")
+        self.coordinator.cluster_clients = 0
+        self.clock.advance(self.settings.grace + 0.1)
+        self.assertEqual(self.engine.stop_calls, 1)
+        self.assertEqual(self.coordinator.gone, [channel.key])
+
+    def test_heartbeat_reports_only_real_delivery(self) -> None:
+        """Player records are refreshed when bytes were delivered since the last beat, not by the timer alone."""
+        channel, sink = self.go_live()
+        sink.bytes_sent = 1000
+        self.clock.advance(self.settings.heartbeat)
+        self.assertEqual([r.bytes_sent for r in self.coordinator.progress], [1000])
+        self.clock.advance(self.settings.heartbeat)
+        self.assertEqual(len(self.coordinator.progress), 1)
+        sink.bytes_sent = 5000
+        self.clock.advance(self.settings.heartbeat)
+        self.assertEqual([r.bytes_sent for r in self.coordinator.progress], [1000, 5000])
+        self.assertEqual(self.coordinator.metadata[-1]["state"], "live")
