@@ -49,6 +49,8 @@ _HAS_AF = _table(lambda b: bool(b & 0x20))
 _NONZERO = _table(lambda b: b != 0)
 #: byte 5: random_access_indicator
 _RAI = _table(lambda b: bool(b & 0x40))
+#: byte 1: payload_unit_start_indicator
+_PUSI = _table(lambda b: bool(b & 0x40))
 
 _pid_tables: Dict[int, tuple[bytes, bytes]] = {}
 
@@ -112,6 +114,7 @@ class TSRing:
         max_seconds: float = 10.0,
         max_bytes: int = 64 * 1024 * 1024,
         on_block: Optional[Callable[[Block], None]] = None,
+        keyframe_fallback: float = 3.0,
     ) -> None:
         if block_size < PACKET_SIZE:
             raise ValueError(f"block_size must hold at least one packet, not {block_size}")
@@ -121,6 +124,7 @@ class TSRing:
         self.max_seconds = max_seconds
         self.max_bytes = max_bytes
         self.on_block = on_block
+        self.keyframe_fallback = keyframe_fallback
 
         # kept blocks
         self._blocks: Dict[int, Block] = {}
@@ -151,6 +155,12 @@ class TSRing:
         self.keyframes = 0
         self.pmt_pid: Optional[int] = None
         self.video_pid: Optional[int] = None
+        #: True once a random-access indicator was seen on the video PID; until
+        #: then, after C{keyframe_fallback} seconds, a payload start on the
+        #: video PID (at most one per C{keyframe_fallback}) stands in for it.
+        self.random_access_seen = False
+        self._video_known_at: Optional[float] = None
+        self._last_fallback_at: Optional[float] = None
 
     # ------------------------------------------------------------ ingest
 
@@ -299,8 +309,19 @@ class TSRing:
         if mask and self.video_pid is not None:
             high, low = _pid_tables_for(self.video_pid)
             mask &= _mask(pid_low, low) & _mask(pid_high, high)
+            if mask:
+                self.random_access_seen = True
         if mask:
             events.extend((i, _KEYFRAME) for i in _indices(mask, n))
+        elif self._fallback_due():
+            assert self.video_pid is not None
+            high, low = _pid_tables_for(self.video_pid)
+            mask = _mask(pid_high, _PUSI)
+            if mask:
+                mask &= _mask(pid_low, low) & _mask(pid_high, high)
+            if mask:
+                self._last_fallback_at = self.clock.seconds()
+                events.append((_indices(mask, n)[0], _KEYFRAME))
 
         mark = first
         if events:
@@ -322,6 +343,13 @@ class TSRing:
                     return index + 1
         self._add(view, base, mark, count)
         return count
+
+    def _fallback_due(self) -> bool:
+        """No random-access flag on the video PID yet: is it time to take a payload start as a keyframe?"""
+        if self.random_access_seen or self.video_pid is None or self._video_known_at is None:
+            return False
+        since = self._last_fallback_at if self._last_fallback_at is not None else self._video_known_at
+        return self.clock.seconds() - since >= self.keyframe_fallback
 
     def _on_pat(self, packet: bytes) -> bool:
         """Remember a PAT; True when it changed the PMT PID."""
@@ -354,6 +382,8 @@ class TSRing:
             return False
         self.log.info("TS video on PID {pid:#x}", pid=video_pid)
         self.video_pid = video_pid
+        if self._video_known_at is None:
+            self._video_known_at = self.clock.seconds()
         return True
 
     def _add(self, view: memoryview, base: int, first: int, stop: int) -> None:

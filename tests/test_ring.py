@@ -515,3 +515,34 @@ class SegmentTests(SynchronousTestCase):
         ring, _, _ = make_ring()
         self.assertRaises(ValueError, ring.append_block, b"\x47" * 100, False, b"")
         self.assertRaises(ValueError, ring.append_block, b"", False, b"")
+
+
+class KeyframeFallbackTests(SynchronousTestCase):
+    def gop_without_rai(self, stream: Stream) -> bytes:
+        """A GOP whose first video packet starts a payload but has no random-access flag."""
+        start = ts.make_packet(stream.video, stream._payload(100), cc=stream._next_cc(stream.video), pusi=True)
+        return stream.pat() + stream.pmt() + start + stream.filler(37)
+
+    def test_payload_start_stands_in_when_the_muxer_never_flags_random_access(self) -> None:
+        """Without any random-access flag, a video payload start becomes a keyframe once the fallback delay has passed."""
+        ring, recorder, clock = make_ring(keyframe_fallback=3.0)
+        stream = Stream()
+        for second in range(6):
+            ring.feed(self.gop_without_rai(stream))
+            clock.advance(1.0)
+        keyframes = [b for b in recorder.blocks if b.keyframe]
+        self.assertEqual(len(keyframes), 1)
+        self.assertTrue(ts.payload_unit_start(keyframes[0].data))
+        self.assertEqual(ts.packet_pid(keyframes[0].data), VIDEO)
+        self.assertTrue(keyframes[0].psi)
+
+    def test_real_random_access_flags_disable_the_fallback(self) -> None:
+        """Once a random-access flag is seen, payload starts never count as keyframes, however long the GOP."""
+        ring, recorder, clock = make_ring(keyframe_fallback=3.0)
+        stream = Stream()
+        ring.feed(stream.gop())
+        for _ in range(8):
+            clock.advance(1.0)
+            ring.feed(self.gop_without_rai(stream))
+        self.assertEqual(len([b for b in recorder.blocks if b.keyframe]), 1)
+        self.assertTrue(ring.random_access_seen)
