@@ -1,0 +1,366 @@
+# -*- test-case-name: tests.test_coord_contract,tests.test_coord_memory -*-
+"""
+L{MemoryCoordinator}: the cluster state of a single process, on an injected
+clock. It is what acetwist uses without C{--redis}, and a verified fake of
+L{acetwist.coord.redis.RedisCoordinator} (the same contract tests run against
+both). Several coordinators sharing one L{MemoryCluster} behave like several
+workers sharing one Redis, which lets multi-worker logic be tested on a
+C{task.Clock}.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+
+import attr
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from acetwist.coord.base import FollowGate, empty_view, field_text, record_dict
+from acetwist.coord.settings import CoordSettings
+from acetwist.interfaces import Block, ClientRecord, ICoordinator, IFollower, Lease
+
+log = Logger()
+
+
+@attr.s(slots=True, auto_attribs=True)
+class _Mirror:
+    entries: Deque[Tuple[int, Block, int]]
+    expires: float
+
+
+class MemoryCluster:
+    """
+    The shared state several L{MemoryCoordinator}s see, like one Redis.
+    Entries expire lazily against C{clock}, exactly where Redis keys would
+    have a TTL, and L{prune} drops everything expired.
+    """
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.leases: Dict[str, Tuple[Lease, float]] = {}
+        self.epochs: Dict[str, int] = {}
+        self.mirrors: Dict[str, _Mirror] = {}
+        self.metadata: Dict[str, Tuple[Dict[str, str], float]] = {}
+        self.clients: Dict[str, Tuple[ClientRecord, float]] = {}
+        self.workers: Dict[str, Tuple[Dict[str, Any], float]] = {}
+        self.streams: Dict[str, float] = {}
+        self.followers: Dict[str, Set["MemoryFollower"]] = {}
+        self._next_id = 0
+
+    def now(self) -> float:
+        return float(self.clock.seconds())
+
+    def next_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def lease(self, stream_key: str) -> Optional[Lease]:
+        held = self.leases.get(stream_key)
+        if held is None:
+            return None
+        if held[1] <= self.now():
+            del self.leases[stream_key]
+            return None
+        return held[0]
+
+    def mirror(self, stream_key: str) -> Optional[_Mirror]:
+        mirror = self.mirrors.get(stream_key)
+        if mirror is not None and mirror.expires <= self.now():
+            del self.mirrors[stream_key]
+            return None
+        return mirror
+
+    def index_stream(self, stream_key: str, expires: float) -> None:
+        self.streams[stream_key] = max(expires, self.streams.get(stream_key, 0.0))
+
+    def live_clients(self, stream_key: Optional[str] = None) -> List[ClientRecord]:
+        now = self.now()
+        return [
+            record
+            for record, expires in self.clients.values()
+            if expires > now and (stream_key is None or record.stream_key == stream_key)
+        ]
+
+    def prune(self) -> None:
+        """Forget everything whose time is up (what Redis's TTLs do)."""
+        now = self.now()
+        for table in (self.leases, self.metadata, self.clients, self.workers):
+            for key in [k for k, (_, expires) in table.items() if expires <= now]:
+                del table[key]
+        for key in [k for k, m in self.mirrors.items() if m.expires <= now]:
+            del self.mirrors[key]
+        for key in [k for k, expires in self.streams.items() if expires <= now]:
+            del self.streams[key]
+
+
+@implementer(IFollower)
+class MemoryFollower:
+    """A subscription to one stream's mirror in a L{MemoryCluster}."""
+
+    def __init__(
+        self, cluster: MemoryCluster, stream_key: str, on_block: Callable[[Block, int], None], from_start: bool
+    ) -> None:
+        self.cluster = cluster
+        self.stream_key = stream_key
+        self.on_block = on_block
+        self.from_start = from_start
+        self.gate = FollowGate(need_keyframe=not from_start)
+        self.cursor: Optional[int] = None
+        self.stopped = False
+        # The backlog is delivered from the clock, never inside follow():
+        # the caller has not even stored the follower yet.
+        self._scheduled: Any = cluster.clock.callLater(0, self._first_pump)
+
+    def _position(self) -> None:
+        mirror = self.cluster.mirror(self.stream_key)
+        entries = list(mirror.entries) if mirror is not None else []
+        if self.from_start or not entries:
+            self.cursor = 0
+            return
+        for entry_id, block, _ in reversed(entries):
+            if block.keyframe:
+                self.cursor = entry_id - 1
+                return
+        self.cursor = entries[-1][0]
+
+    def _first_pump(self) -> None:
+        self._scheduled = None
+        self._position()
+        self.pump()
+
+    def pump(self) -> None:
+        """Deliver what was mirrored after the cursor (called on every publish)."""
+        if self.stopped or self.cursor is None or self._scheduled is not None:
+            return
+        mirror = self.cluster.mirror(self.stream_key)
+        if mirror is None:
+            return
+        for entry_id, block, epoch in list(mirror.entries):
+            if self.stopped:
+                return
+            if entry_id <= self.cursor:
+                continue
+            self.cursor = entry_id
+            if self.gate.admit(block, epoch):
+                try:
+                    self.on_block(block, epoch)
+                except Exception:
+                    log.failure("follower of {key} failed to take a block", key=self.stream_key)
+
+    def stop(self) -> Deferred[None]:
+        """Stop at once; returns an already-fired Deferred (like the Redis follower's, which may wait)."""
+        if not self.stopped:
+            self.stopped = True
+            if self._scheduled is not None and self._scheduled.active():
+                self._scheduled.cancel()
+            self._scheduled = None
+            self.cluster.followers.get(self.stream_key, set()).discard(self)
+        return succeed(None)
+
+
+@implementer(ICoordinator)
+class MemoryCoordinator:
+    """
+    One worker's view of a L{MemoryCluster} (a private one unless given).
+    Every method answers at once; nothing is ever unavailable.
+    """
+
+    backend = "memory"
+
+    def __init__(
+        self,
+        worker_id: str,
+        clock: Any,
+        cluster: Optional[MemoryCluster] = None,
+        settings: Optional[CoordSettings] = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.clock = clock
+        self.cluster = cluster if cluster is not None else MemoryCluster(clock)
+        self.settings = settings if settings is not None else CoordSettings()
+        self.started_at = float(clock.seconds())
+        self.counters: Dict[str, int] = {}
+        self._followers: Set[MemoryFollower] = set()
+        self._clients: Dict[str, ClientRecord] = {}
+        self._heartbeat: Optional[LoopingCall] = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> Deferred[None]:
+        if self._heartbeat is None:
+            self._heartbeat = LoopingCall(self._beat)
+            self._heartbeat.clock = self.clock
+            self._heartbeat.start(self.settings.heartbeat_interval, now=True)
+        return succeed(None)
+
+    def stop(self) -> Deferred[None]:
+        self._halt()
+        self.cluster.workers.pop(self.worker_id, None)
+        for client_id in list(self._clients):
+            self.cluster.clients.pop(client_id, None)
+        self._clients.clear()
+        return succeed(None)
+
+    def _halt(self) -> None:
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        self._heartbeat = None
+        for follower in list(self._followers):
+            follower.stop()
+        self._followers.clear()
+
+    def _crash(self) -> None:
+        """For tests: stop all background work but leave our records behind, like a killed process."""
+        self._halt()
+
+    def _beat(self) -> None:
+        now = self.cluster.now()
+        self.cluster.prune()
+        self.cluster.workers[self.worker_id] = (
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started_at": self.started_at,
+                "heartbeat_at": now,
+                "clients": len(self._clients),
+            },
+            now + self.settings.worker_ttl,
+        )
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def stats(self) -> Dict[str, int]:
+        """Counters (published, publish_fenced, ...) and current sizes, for /status and /metrics."""
+        out = dict(self.counters)
+        out["followers"] = len(self._followers)
+        out["in_flight"] = 0
+        return out
+
+    # ------------------------------------------------------------ ownership
+
+    def claim(self, stream_key: str) -> Deferred[Optional[Lease]]:
+        cluster = self.cluster
+        if cluster.lease(stream_key) is not None:
+            return succeed(None)
+        epoch = cluster.epochs.get(stream_key, 0) + 1
+        cluster.epochs[stream_key] = epoch
+        lease = Lease(self.worker_id, epoch)
+        now = cluster.now()
+        cluster.leases[stream_key] = (lease, now + self.settings.lease)
+        cluster.index_stream(stream_key, now + max(self.settings.lease, self.settings.stream_ttl))
+        self._count("claims_won")
+        return succeed(lease)
+
+    def renew(self, stream_key: str, lease: Lease) -> Deferred[bool]:
+        cluster = self.cluster
+        if cluster.lease(stream_key) != lease:
+            return succeed(False)
+        now = cluster.now()
+        cluster.leases[stream_key] = (lease, now + self.settings.lease)
+        cluster.index_stream(stream_key, now + max(self.settings.lease, self.settings.stream_ttl))
+        meta = cluster.metadata.get(stream_key)
+        if meta is not None and meta[1] > now:
+            cluster.metadata[stream_key] = (meta[0], now + self.settings.stream_ttl)
+        return succeed(True)
+
+    def release(self, stream_key: str, lease: Lease) -> Deferred[None]:
+        if self.cluster.lease(stream_key) == lease:
+            del self.cluster.leases[stream_key]
+        return succeed(None)
+
+    def owner(self, stream_key: str) -> Deferred[Optional[Lease]]:
+        return succeed(self.cluster.lease(stream_key))
+
+    # ------------------------------------------------------------ mirror
+
+    def publish(self, stream_key: str, lease: Lease, block: Block) -> None:
+        cluster = self.cluster
+        if cluster.lease(stream_key) != lease:
+            self._count("publish_fenced")
+            return
+        mirror = cluster.mirror(stream_key)
+        if mirror is None:
+            mirror = cluster.mirrors[stream_key] = _Mirror(deque(maxlen=self.settings.mirror_maxlen), 0.0)
+        mirror.entries.append((cluster.next_id(), block, lease.epoch))
+        mirror.expires = cluster.now() + self.settings.mirror_ttl
+        self._count("published")
+        for follower in list(cluster.followers.get(stream_key, ())):
+            follower.pump()
+
+    def follow(
+        self, stream_key: str, on_block: Callable[[Block, int], None], from_start: bool = False
+    ) -> MemoryFollower:
+        follower = MemoryFollower(self.cluster, stream_key, on_block, from_start)
+        self.cluster.followers.setdefault(stream_key, set()).add(follower)
+        self._followers.add(follower)
+        return follower
+
+    # ------------------------------------------------------------ players
+
+    def _write_client(self, record: ClientRecord) -> None:
+        now = self.cluster.now()
+        record = attr.evolve(record)
+        self._clients[record.client_id] = record
+        self.cluster.clients[record.client_id] = (record, now + self.settings.client_ttl)
+        self.cluster.index_stream(record.stream_key, now + self.settings.client_ttl)
+
+    def client_joined(self, record: ClientRecord) -> None:
+        self._write_client(record)
+
+    def client_progress(self, record: ClientRecord) -> None:
+        self._write_client(record)
+
+    def client_left(self, record: ClientRecord) -> None:
+        self._clients.pop(record.client_id, None)
+        self.cluster.clients.pop(record.client_id, None)
+
+    def client_count(self, stream_key: str) -> Deferred[int]:
+        return succeed(len(self.cluster.live_clients(stream_key)))
+
+    # ------------------------------------------------------------ streams
+
+    def update_stream(self, stream_key: str, fields: Dict[str, Any]) -> None:
+        cluster = self.cluster
+        now = cluster.now()
+        held = cluster.metadata.get(stream_key)
+        meta = dict(held[0]) if held is not None and held[1] > now else {}
+        meta.update({str(k): field_text(v) for k, v in fields.items()})
+        cluster.metadata[stream_key] = (meta, now + self.settings.stream_ttl)
+        cluster.index_stream(stream_key, now + self.settings.stream_ttl)
+
+    def stream_gone(self, stream_key: str) -> None:
+        cluster = self.cluster
+        lease = cluster.lease(stream_key)
+        if lease is not None and lease.owner != self.worker_id:
+            # Someone else owns it again: its mirror and metadata are not ours to delete.
+            return
+        cluster.mirrors.pop(stream_key, None)
+        cluster.metadata.pop(stream_key, None)
+        cluster.streams.pop(stream_key, None)
+
+    def cluster_view(self) -> Deferred[Dict[str, Any]]:
+        cluster = self.cluster
+        cluster.prune()
+        view = empty_view(self.backend, True)
+        for worker_id, (info, _) in sorted(cluster.workers.items()):
+            view["workers"][worker_id] = dict(info)
+        live = cluster.live_clients()
+        for stream_key in sorted(cluster.streams):
+            lease = cluster.lease(stream_key)
+            held = cluster.metadata.get(stream_key)
+            view["streams"][stream_key] = {
+                "owner": lease.owner if lease else None,
+                "epoch": lease.epoch if lease else None,
+                "metadata": dict(held[0]) if held else {},
+                "clients": sum(1 for r in live if r.stream_key == stream_key),
+            }
+        for record in sorted(live, key=lambda r: (r.worker, r.connected_at, r.client_id)):
+            view["players"].setdefault(record.worker, []).append(record_dict(record))
+        return succeed(view)

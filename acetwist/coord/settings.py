@@ -1,0 +1,151 @@
+"""
+Settings of the coordinators. This module imports nothing from txredisapi
+(which binds the global reactor at import time), so it is safe to import
+before twistd has chosen a reactor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+from urllib.parse import unquote, urlsplit
+
+import attr
+
+
+def _positive(instance: Any, attribute: "attr.Attribute[Any]", value: Any) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, not {value!r}")
+
+
+def _prefix(instance: Any, attribute: "attr.Attribute[Any]", value: str) -> None:
+    if not value or any(c in value for c in " \t\r\n*?[]"):
+        raise ValueError(f"prefix must be non-empty, without blanks or glob characters, not {value!r}")
+
+
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class CoordSettings:
+    """
+    Timings shared by every coordinator. Durations are seconds, except
+    C{lease_ms}.
+
+    @ivar lease_ms: how long an ownership lease lives without a renew; a dead
+        owner is replaced after about this long. The owner should renew every
+        third of it.
+    @ivar client_ttl: a player record disappears this long after its last
+        refresh from real delivery (this is how a dead worker's players age
+        out of the cluster-wide count).
+    @ivar progress_interval: C{client_progress} writes a player's record at most
+        this often (more frequent calls are absorbed locally).
+    @ivar worker_ttl: a worker disappears from the cluster this long after its
+        last heartbeat.
+    @ivar heartbeat_interval: seconds between worker heartbeats.
+    @ivar stream_ttl: a stream's metadata and index entry live this long after
+        the last C{update_stream}, C{claim} or C{renew}.
+    @ivar mirror_ttl: the block mirror of a stream lives this long after its
+        last publish.
+    @ivar mirror_maxlen: about this many blocks are kept in a stream's mirror.
+    """
+
+    lease_ms: int = attr.ib(default=5000, validator=_positive)
+    client_ttl: float = attr.ib(default=30.0, validator=_positive)
+    progress_interval: float = attr.ib(default=5.0, validator=_positive)
+    worker_ttl: float = attr.ib(default=15.0, validator=_positive)
+    heartbeat_interval: float = attr.ib(default=5.0, validator=_positive)
+    stream_ttl: float = attr.ib(default=60.0, validator=_positive)
+    mirror_ttl: float = attr.ib(default=30.0, validator=_positive)
+    mirror_maxlen: int = attr.ib(default=200, validator=_positive)
+
+    @property
+    def lease(self) -> float:
+        """The lease in seconds."""
+        return self.lease_ms / 1000.0
+
+
+@attr.s(frozen=True, auto_attribs=True, kw_only=True)
+class RedisSettings(CoordSettings):
+    """
+    Where Redis is and how acetwist uses it (see C{docs/redis.md}).
+
+    @ivar url: C{redis://[[user]:password@]host[:port][/db]}. A non-zero db is
+        selected by acetwist itself on every (re)connection, not through
+        txredisapi's C{dbid} (txredisapi issue #146).
+    @ivar prefix: every key starts with C{<prefix>:}; several deployments may
+        share one Redis with different prefixes.
+    @ivar command_timeout: every command fails after this long; a connection
+        whose command timed out is dropped and re-established.
+    @ivar max_in_flight: fire-and-forget writes (mirror publishes, heartbeats,
+        player records, metadata) beyond this many unanswered ones are skipped
+        and counted, never queued.
+    @ivar poolsize: connections for ordinary commands (each follower has its
+        own extra connection for blocking reads).
+    @ivar follow_block: seconds a follower's C{XREAD BLOCK} waits for new
+        entries before asking again.
+    @ivar follow_count: most entries a follower reads per C{XREAD}.
+    @ivar connect_timeout: TCP connect timeout.
+    @ivar reconnect_max_delay: longest wait between reconnection attempts.
+    @ivar epoch_ttl: the per-stream epoch counter lives this long after the
+        last claim or renew.
+    """
+
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = attr.ib(default="acetwist", validator=_prefix)
+    command_timeout: float = attr.ib(default=2.0, validator=_positive)
+    max_in_flight: int = attr.ib(default=128, validator=_positive)
+    poolsize: int = attr.ib(default=2, validator=_positive)
+    follow_block: float = attr.ib(default=2.0, validator=_positive)
+    follow_count: int = attr.ib(default=32, validator=_positive)
+    connect_timeout: float = attr.ib(default=3.0, validator=_positive)
+    reconnect_max_delay: float = attr.ib(default=2.0, validator=_positive)
+    epoch_ttl: float = attr.ib(default=86400.0, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        parse_redis_url(self.url)
+
+    @classmethod
+    def from_url(cls, url: str, **kw: Any) -> "RedisSettings":
+        """Settings for C{url}; other settings from keywords, C{None} meaning the default."""
+        return cls(url=url, **{k: v for k, v in kw.items() if v is not None})
+
+    @property
+    def host(self) -> str:
+        return parse_redis_url(self.url)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_redis_url(self.url)[1]
+
+    @property
+    def db(self) -> int:
+        return parse_redis_url(self.url)[2]
+
+    @property
+    def username(self) -> Optional[str]:
+        return parse_redis_url(self.url)[3]
+
+    @property
+    def password(self) -> Optional[str]:
+        return parse_redis_url(self.url)[4]
+
+
+def parse_redis_url(url: str) -> "tuple[str, int, int, Optional[str], Optional[str]]":
+    """
+    C{redis://[[user]:password@]host[:port][/db]} to C{(host, port, db,
+    username, password)}. Raises C{ValueError} for anything else (TLS
+    C{rediss://} and unix sockets are not supported).
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ValueError(f"{url!r} is not a Redis URL like redis://127.0.0.1:6379/0")
+    try:
+        port = parts.port or 6379
+    except ValueError as e:
+        raise ValueError(f"{url!r}: {e}") from None
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"{url!r}: the database must be a number, as in redis://host:6379/0")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: query parameters are not supported")
+    db = int(path) if path else 0
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return parts.hostname, port, db, username, password
