@@ -361,6 +361,8 @@ class MemoryCoordinator:
                 "metadata": dict(held[0]) if held else {},
                 "clients": sum(1 for r in live if r.stream_key == stream_key),
             }
+        # Like Redis, players are found through the streams they watch.
         for record in sorted(live, key=lambda r: (r.worker, r.connected_at, r.client_id)):
-            view["players"].setdefault(record.worker, []).append(record_dict(record))
+            if record.stream_key in view["streams"]:
+                view["players"].setdefault(record.worker, []).append(record_dict(record))
         return succeed(view)
