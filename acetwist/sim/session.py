@@ -113,7 +113,10 @@ class Session:
     def media_seconds(self, now: float) -> float:
         """Seconds of stream the engine holds for this session (0 before it is ready)."""
         if self.ready_since is None:
-            return 0.0
+            if not self.ended:
+                self.refresh(now)
+            if self.ready_since is None:
+                return 0.0
         frozen = self._frozen_total + (now - self._frozen_since if self._frozen else 0.0)
         return self.engine.config.burst + max(0.0, now - self.ready_since - frozen)
 
@@ -136,9 +139,11 @@ class Session:
         if self._gap_call is not None and self._gap_call.active():
             self._gap_call.cancel()
 
+        until = now + seconds
+
         def resume() -> None:
             self._gap_call = None
-            self._thaw("gap", self.clock.seconds())
+            self._thaw("gap", min(until, self.clock.seconds()))
 
         self._gap_call = self.clock.callLater(seconds, resume)
 

@@ -32,10 +32,14 @@ cuts every connection, cancels every timer and fires when all is closed.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import attr
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from acetwist.sim.config import SimConfig
 from acetwist.sim.engine import Engine
@@ -92,3 +96,106 @@ def start_simulator(reactor: Any, interface: str = "127.0.0.1", port: int = 0, *
     done: Deferred[RunningSimulator] = Deferred()
     done.callback(running)
     return done
+
+
+# --------------------------------------------------------------------------
+# in-memory HTTP, for tests that run the simulator on a task.Clock
+
+
+class _MemoryTransport(StringTransport):
+    """A StringTransport whose close and abort reach the protocol on the next clock turn."""
+
+    def __init__(self, clock: Any) -> None:
+        super().__init__(IPv4Address("TCP", "127.0.0.1", 6878), IPv4Address("TCP", "127.0.0.1", 50000))
+        self.clock = clock
+        self.protocol: Any = None
+        self.aborted = False
+        self.closed = False
+
+    def loseConnection(self) -> None:
+        super().loseConnection()
+        self._close(ConnectionDone())
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+        self._close(ConnectionAborted())
+
+    def _close(self, reason: Exception) -> None:
+        if not self.closed:
+            self.closed = True
+            self.clock.callLater(0, self.protocol.connectionLost, Failure(reason))
+
+
+@attr.s(auto_attribs=True)
+class MemoryResponse:
+    status: Optional[int]
+    headers: Dict[str, str]
+    body: bytes
+    complete: bool
+    raw: bytes
+
+
+def parse_response(raw: bytes) -> MemoryResponse:
+    """The first HTTP/1.1 response in C{raw}, chunked bodies decoded (status None until the headers are there)."""
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    if not sep:
+        return MemoryResponse(None, {}, b"", False, raw)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        body, complete = bytearray(), False
+        while True:
+            size_line, crlf, after = rest.partition(b"\r\n")
+            if not crlf:
+                break
+            size = int(size_line, 16)
+            if size == 0:
+                complete = True
+                break
+            if len(after) < size + 2:
+                body += after[:size]
+                break
+            body += after[:size]
+            rest = after[size + 2 :]
+        return MemoryResponse(status, headers, bytes(body), complete, raw)
+    length = int(headers.get("content-length", "-1"))
+    body = rest if length < 0 else rest[:length]
+    return MemoryResponse(status, headers, body, length >= 0 and len(rest) >= length, raw)
+
+
+class MemoryClient:
+    """
+    One HTTP connection to a simulator's Site held in memory, for tests on a
+    C{task.Clock}: C{get(path)}, then C{clock.advance(...)}, then
+    C{response()}. C{transport.aborted} tells a reset from a clean close.
+    """
+
+    def __init__(self, site: Any, clock: Any, host: str = "127.0.0.1:6878") -> None:
+        self.host = host
+        self.transport = _MemoryTransport(clock)
+        self.protocol = site.buildProtocol(self.transport.getPeer())
+        self.transport.protocol = self.protocol
+        self.protocol.makeConnection(self.transport)
+
+    def request(self, method: str, path: str, body: bytes = b"") -> "MemoryClient":
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n\r\n"
+        self.protocol.dataReceived(head.encode("latin-1") + body)
+        return self
+
+    def get(self, path: str) -> "MemoryClient":
+        return self.request("GET", path)
+
+    def raw(self) -> bytes:
+        return self.transport.value()
+
+    def response(self) -> MemoryResponse:
+        return parse_response(self.transport.value())
+
+    def hang_up(self) -> None:
+        """The client goes away."""
+        self.transport.loseConnection()
