@@ -470,7 +470,9 @@ class MemoryContractTests(CoordinatorContract, TestCase):
         return succeed(None)
 
 
-class RedisContractTests(CoordinatorContract, TestCase):
+class RedisHarness:
+    """A real redis-server per test, and coordinators on it with short timings (no tests here)."""
+
     timeout = 30
 
     def setUp(self) -> None:
@@ -514,3 +516,7 @@ class RedisContractTests(CoordinatorContract, TestCase):
             "segment", b.segment, "created", repr(b.created),
         )
         return succeed(None)
+
+
+class RedisContractTests(RedisHarness, CoordinatorContract, TestCase):
+    pass

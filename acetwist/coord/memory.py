@@ -104,9 +104,15 @@ class MemoryFollower:
     """A subscription to one stream's mirror in a L{MemoryCluster}."""
 
     def __init__(
-        self, cluster: MemoryCluster, stream_key: str, on_block: Callable[[Block, int], None], from_start: bool
+        self,
+        cluster: MemoryCluster,
+        stream_key: str,
+        on_block: Callable[[Block, int], None],
+        from_start: bool,
+        on_stop: Optional[Callable[["MemoryFollower"], None]] = None,
     ) -> None:
         self.cluster = cluster
+        self.on_stop = on_stop
         self.stream_key = stream_key
         self.on_block = on_block
         self.from_start = from_start
@@ -160,7 +166,13 @@ class MemoryFollower:
             if self._scheduled is not None and self._scheduled.active():
                 self._scheduled.cancel()
             self._scheduled = None
-            self.cluster.followers.get(self.stream_key, set()).discard(self)
+            followers = self.cluster.followers.get(self.stream_key)
+            if followers is not None:
+                followers.discard(self)
+                if not followers:
+                    del self.cluster.followers[self.stream_key]
+            if self.on_stop is not None:
+                self.on_stop(self)
         return succeed(None)
 
 
@@ -297,7 +309,7 @@ class MemoryCoordinator:
     def follow(
         self, stream_key: str, on_block: Callable[[Block, int], None], from_start: bool = False
     ) -> MemoryFollower:
-        follower = MemoryFollower(self.cluster, stream_key, on_block, from_start)
+        follower = MemoryFollower(self.cluster, stream_key, on_block, from_start, self._followers.discard)
         self.cluster.followers.setdefault(stream_key, set()).add(follower)
         self._followers.add(follower)
         return follower

@@ -443,7 +443,11 @@ class _Link:
             log.warn("Redis {name}: connection lost; reconnecting", name=self.name)
 
     def close(self) -> Deferred[None]:
-        """Stop reconnecting, close every connection; fires when they are closed."""
+        """
+        Stop reconnecting, close every connection; fires when they are
+        closed. Connections that have not closed after C{command_timeout}
+        (a hung Redis not reading what we still have to write) are aborted.
+        """
         if self._close_d is None:
             self.closed = True
             waiters, self._waiters = self._waiters, []
@@ -451,7 +455,22 @@ class _Link:
                 d.errback(CoordinatorUnavailable("closed"))
             self._close_d = self.factory.disconnect()
             self._close_d.addErrback(lambda f: None)
+            abort = self.reactor.callLater(self.settings.command_timeout, self._abort_all)
+
+            def closed(result: Any) -> Any:
+                if abort.active():
+                    abort.cancel()
+                return result
+
+            self._close_d.addBoth(closed)
         return _observe(self._close_d)
+
+    def _abort_all(self) -> None:
+        conns = {slot.protocol for slot in self.factory.slots if slot.protocol is not None}
+        conns.update(self.factory.pool)
+        for conn in conns:
+            if conn.transport is not None:
+                conn.transport.abortConnection()
 
 
 def _observe(d: Deferred[Any]) -> Deferred[None]:
@@ -870,6 +889,7 @@ class RedisCoordinator:
         self._clients[record.client_id] = attr.evolve(record)
         last = self._client_written.get(record.client_id)
         if last is not None and float(self.reactor.seconds()) - last < self.settings.progress_interval:
+            self._count("client_progress_absorbed")
             return
         self._write_client("client_progress", record)
 
