@@ -1,0 +1,90 @@
+# -*- test-case-name: tests.test_service -*-
+"""The proxy as a Twisted service: engine client, coordinator, registry and web app."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Optional
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+
+from acetwist.channel import Channel
+from acetwist.config import Settings
+from acetwist.coord.memory import MemoryCoordinator
+from acetwist.coord.settings import CoordSettings
+from acetwist.interfaces import ICoordinator
+from acetwist.registry import Registry
+from acetwist.upstream import EngineClient, Selector
+from acetwist.web import ProxyApp
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_coordinator(settings: Settings, reactor: Any, worker_id: str) -> ICoordinator:
+    """Redis when C{--redis} is given (imported only then: txredisapi binds the reactor on import), else memory."""
+    lease_ms = max(1, int(settings.lease * 1000))
+    if settings.redis:
+        from acetwist.coord.redis import RedisCoordinator
+        from acetwist.coord.settings import RedisSettings
+
+        return RedisCoordinator(
+            RedisSettings.from_url(settings.redis, prefix=settings.redis_prefix, lease_ms=lease_ms),
+            worker_id=worker_id,
+            reactor=reactor,
+        )
+    return MemoryCoordinator(worker_id=worker_id, clock=reactor, settings=CoordSettings(lease_ms=lease_ms))
+
+
+class ProxyService(Service):
+    """
+    Owns everything behind the listening port. On stop, every channel is
+    stopped (players closed, one engine C{stop} each) before the engine
+    client's connections are closed.
+    """
+
+    log = Logger()
+
+    def __init__(self, settings: Settings, reactor: Any, coordinator: Optional[ICoordinator] = None) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        self.worker_id = settings.worker_id or default_worker_id()
+        self.engine = EngineClient(
+            reactor,
+            settings.engine,
+            json_timeout=settings.json_timeout,
+            connect_timeout=settings.connect_timeout,
+            stop_timeout=settings.stop_timeout,
+        )
+        self.coordinator = coordinator or make_coordinator(settings, reactor, self.worker_id)
+        self.registry = Registry(self._make_channel, max_channels=settings.max_channels)
+        self.app = ProxyApp(self.registry, settings, reactor, self.coordinator, self.engine)
+
+    def _make_channel(self, selector: Selector, registry: Registry) -> Channel:
+        return Channel(
+            selector,
+            engine=self.engine,
+            settings=self.settings,
+            clock=self.reactor,
+            coordinator=self.coordinator,
+            on_gone=registry.forget,
+            on_canonical=registry.canonical,
+        )
+
+    def startService(self) -> None:
+        super().startService()
+        self.coordinator.start()
+        self.log.info(
+            "acetwist worker {worker} proxying engine {engine}", worker=self.worker_id, engine=self.settings.engine
+        )
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        yield self.registry.stop_all("shutting down")
+        yield self.coordinator.stop()
+        yield self.engine.close()

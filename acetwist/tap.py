@@ -1,0 +1,62 @@
+# -*- test-case-name: tests.test_tap -*-
+"""twistd glue for C{acestream-proxy}: options and the service tree. The only twistd-aware module."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Optional
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.python import usage
+from twisted.web.server import Site
+
+from acetwist.config import OPTIONS, ConfigError, Settings, env_name, resolve
+
+
+def _help(spec: Any) -> str:
+    default = f", default {spec.default}" if spec.default is not None else ""
+    aliases = "".join(f", {a}" for a in spec.aliases)
+    return f"{spec.help} [env {env_name(spec.name)}{aliases}{default}]"
+
+
+class Options(usage.Options):
+    synopsis = "[--listen tcp:8080] [--engine http://127.0.0.1:6878] [--redis redis://127.0.0.1:6379/0] [options]"
+    longdesc = (
+        "Serve AceStream channels to many players at once: one engine session per channel, "
+        "read once and pushed to every player. Players ask for /ace/getstream?id=<content id> "
+        "exactly as they would ask the engine or acexy. Every option can also be set as "
+        "ACETWIST_<OPTION> in the environment (flags win); acexy's ACEXY_LISTEN_ADDR, ACEXY_HOST, "
+        "ACEXY_PORT, ACEXY_SCHEME, ACEXY_EMPTY_TIMEOUT and ACEXY_NO_RESPONSE_TIMEOUT are honoured."
+    )
+    optParameters = [[spec.name, None, None, _help(spec)] for spec in OPTIONS]
+
+    def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__()
+        self.environ = os.environ if environ is None else environ
+        self.settings: Optional[Settings] = None
+
+    def postOptions(self) -> None:
+        flags = {spec.name: self[spec.name] for spec in OPTIONS}
+        try:
+            self.settings = resolve(flags, self.environ)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def makeService(options: Options, reactor: Any = None) -> MultiService:
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    from acetwist.service import ProxyService
+
+    settings = options.settings
+    assert settings is not None
+    root = MultiService()
+    proxy = ProxyService(settings, reactor)
+    proxy.setServiceParent(root)
+    site = Site(proxy.app.resource())
+    # strports.service fails start-up (twistd exits non-zero) when the port is busy.
+    strports.service(settings.listen, site, reactor=reactor).setServiceParent(root)
+    return root

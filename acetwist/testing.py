@@ -1,0 +1,230 @@
+"""
+Test and benchmark helpers shipped with the package (txacme style):
+
+- L{start_proxy}: an in-process proxy on 127.0.0.1 with a free port.
+- L{Player}: an HTTP player that reads a stream, checks it with
+  L{acetwist.ts.TSChecker}, records its time to first byte, and can stall.
+
+Everything here runs on the real reactor and talks only to loopback.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional, Tuple
+
+import attr
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, readBody
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.server import Site
+
+from acetwist.config import Settings
+from acetwist.service import ProxyService
+from acetwist.ts import TSChecker
+
+
+@attr.s(auto_attribs=True)
+class RunningProxy:
+    service: ProxyService
+    port: Any
+    url: str
+
+    @property
+    def registry(self) -> Any:
+        return self.service.registry
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        yield self.port.stopListening()
+        yield self.service.stopService()
+
+
+def start_proxy(reactor: Any, engine_url: str, coordinator: Any = None, **overrides: Any) -> RunningProxy:
+    """Start a proxy for C{engine_url} listening on 127.0.0.1, port chosen by the kernel."""
+    settings = Settings.defaults(engine=engine_url, listen="tcp:0:interface=127.0.0.1", **overrides)
+    service = ProxyService(settings, reactor, coordinator=coordinator)
+    service.startService()
+    port = reactor.listenTCP(0, Site(service.app.resource()), interface="127.0.0.1")
+    return RunningProxy(service, port, f"http://127.0.0.1:{port.getHost().port}")
+
+
+class _PlayerBody(Protocol):
+    def __init__(self, player: "Player") -> None:
+        self.player = player
+
+    def dataReceived(self, data: bytes) -> None:
+        self.player._data(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.player._lost(reason)
+
+
+class Player:
+    """
+    One player connection. C{done} fires with the player itself when the
+    stream ended, was aborted, or C{limit} bytes were read (then the player
+    hangs up).
+    """
+
+    def __init__(self, reactor: Any, url: str, *, limit: int = 2_000_000, user_agent: str = "acetwist-test-player",
+                 keep_bytes: bool = False) -> None:
+        self.reactor = reactor
+        self.url = url
+        self.limit = limit
+        self.user_agent = user_agent
+        self.keep_bytes = keep_bytes
+        self.checker = TSChecker()
+        self.received = 0
+        self.head = b""
+        self.data = bytearray()
+        self.status: Optional[int] = None
+        self.headers: Optional[Headers] = None
+        self.body: Optional[bytes] = None
+        self.started_at = 0.0
+        self.first_byte_at: Optional[float] = None
+        self.ended_at: Optional[float] = None
+        self.end_reason: Optional[str] = None
+        self.clean_end = False
+        self.done: Deferred["Player"] = Deferred()
+        self._protocol: Optional[_PlayerBody] = None
+        self._pool = HTTPConnectionPool(reactor, persistent=False)
+        self._agent = Agent(reactor, pool=self._pool, connectTimeout=5)
+
+    def start(self) -> "Player":
+        self.started_at = self.reactor.seconds()
+        d = self._agent.request(b"GET", self.url.encode(), Headers({b"User-Agent": [self.user_agent.encode()]}))
+        d.addCallbacks(self._response, self._failed)
+        return self
+
+    @property
+    def time_to_first_byte(self) -> Optional[float]:
+        return None if self.first_byte_at is None else self.first_byte_at - self.started_at
+
+    def json(self) -> Dict[str, Any]:
+        assert self.body is not None
+        return json.loads(self.body)
+
+    def pause(self) -> None:
+        """Stop reading the socket (a stalled player)."""
+        assert self._protocol is not None and self._protocol.transport is not None
+        self._protocol.transport.pauseProducing()
+
+    def resume(self) -> None:
+        assert self._protocol is not None and self._protocol.transport is not None
+        self._protocol.transport.resumeProducing()
+
+    def hang_up(self) -> None:
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.stopProducing()
+
+    def _response(self, response: Any) -> None:
+        self.status = response.code
+        self.headers = response.headers
+        ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+        if response.code != 200 or not ctype.startswith(b"video/"):
+            readBody(response).addCallbacks(self._error_body, self._failed)
+            return
+        self._protocol = _PlayerBody(self)
+        response.deliverBody(self._protocol)
+
+    def _error_body(self, body: bytes) -> None:
+        self.body = body
+        self._finish("http error")
+
+    def _data(self, data: bytes) -> None:
+        if self.first_byte_at is None:
+            self.first_byte_at = self.reactor.seconds()
+            self.head = data[:4096]
+        self.received += len(data)
+        if self.keep_bytes:
+            self.data += data
+        self.checker.feed(data)
+        if self.received >= self.limit:
+            self.hang_up()
+
+    def _lost(self, reason: Optional[Failure]) -> None:
+        if self.received >= self.limit:
+            self._finish("limit")
+        elif reason is not None and reason.check(ResponseDone):
+            self.clean_end = True
+            self._finish("ended")
+        elif reason is not None and reason.check(PotentialDataLoss):
+            self._finish("ended without length")
+        else:
+            self._finish(f"aborted: {reason.getErrorMessage() if reason else '?'}")
+
+    def _failed(self, failure: Failure) -> None:
+        self._finish(f"request failed: {failure.getErrorMessage()}")
+
+    def _finish(self, reason: str) -> None:
+        if self.done.called:
+            return
+        self.end_reason = reason
+        self.ended_at = self.reactor.seconds()
+        self._pool.closeCachedConnections()
+        self.done.callback(self)
+
+
+@inlineCallbacks
+def fetch(reactor: Any, url: str, method: bytes = b"GET") -> Any:
+    """A small request; fires with (status, headers, body). For JSON endpoints and HEAD."""
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    agent = Agent(reactor, pool=pool, connectTimeout=5)
+    try:
+        response = yield agent.request(method, url.encode())
+        body = yield readBody(response)
+        return response.code, response.headers, body
+    finally:
+        yield pool.closeCachedConnections()
+
+
+def wait_for(reactor: Any, predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Deferred[None]:
+    """
+    Fire when C{predicate()} is true, checking every C{interval}; fail with
+    AssertionError after C{timeout}. For state that has no event to wait on
+    (counters in another component), bounded in time.
+    """
+    d: Deferred[None] = Deferred()
+    deadline = reactor.seconds() + timeout
+
+    def check() -> None:
+        try:
+            ok = predicate()
+        except Exception:
+            d.errback()
+            return
+        if ok:
+            d.callback(None)
+        elif reactor.seconds() >= deadline:
+            d.errback(AssertionError(f"condition not met within {timeout} s"))
+        else:
+            reactor.callLater(interval, check)
+
+    check()
+    return d
+
+
+def percentile(values: Any, fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, int(round(fraction * (len(ordered) - 1)))))
+    return ordered[index]
+
+
+def split_url(url: str) -> Tuple[str, int]:
+    host, port = url.split("//", 1)[1].split(":")
+    return host, int(port)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,262 @@
+# -*- test-case-name: tests.test_web -*-
+"""
+The player-facing HTTP API (acexy compatible) and the operator endpoints.
+
+- C{GET|HEAD /ace/getstream?id=|content_id=|infohash=} -> C{200 video/mp2t}
+- C{GET /ace/status}, C{GET /status}, C{GET /metrics}, C{GET /healthz}
+
+Errors before a player's first byte are an HTTP status with a JSON body;
+after the first byte the connection is aborted, never written into.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+from klein import Klein
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+
+from acetwist import __version__
+from acetwist.channel import ClientInfo, new_client_id
+from acetwist.config import Settings
+from acetwist.metrics import render_metrics
+from acetwist.registry import Registry
+from acetwist.sink import ClientSink
+from acetwist.upstream import EngineError, Selector
+
+HEX40 = re.compile(r"[0-9a-fA-F]{40}")
+
+#: Engine parameters that change the output; they are passed through and
+#: become part of the stream key. Anything else a player adds is ignored, so
+#: a cache-busting parameter cannot open a second engine session.
+PASS_THROUGH = (
+    "transcode_audio",
+    "transcode_mp3",
+    "transcode_ac3",
+    "preferred_audio_language",
+    "_idx",
+    "file_indexes",
+    "stream_id",
+)
+
+
+class BadRequest(Exception):
+    pass
+
+
+def parse_selector(args: Dict[bytes, List[bytes]]) -> Selector:
+    """The stream a player asked for, or L{BadRequest} with the reason."""
+
+    def one(name: str) -> Optional[str]:
+        values = {v.decode("utf-8", "replace").strip() for v in args.get(name.encode(), [])}
+        values.discard("")
+        if len(values) > 1:
+            raise BadRequest(f"{name} is given more than once with different values")
+        return values.pop() if values else None
+
+    content_id, alias, infohash = one("id"), one("content_id"), one("infohash")
+    if content_id and alias and content_id.lower() != alias.lower():
+        raise BadRequest("id and content_id disagree")
+    content_id = content_id or alias
+    if content_id and infohash:
+        raise BadRequest("give only one of id or infohash")
+    if not content_id and not infohash:
+        raise BadRequest("one of id or infohash is required")
+    kind, value = ("id", content_id) if content_id else ("infohash", infohash)
+    assert value is not None
+    if not HEX40.fullmatch(value):
+        raise BadRequest(f"{kind} must be 40 hexadecimal characters")
+    extra: List[Tuple[str, str]] = []
+    for name in PASS_THROUGH:
+        given = one(name)
+        if given is not None:
+            extra.append((name, given))
+    return Selector(kind, value.lower(), tuple(sorted(extra)))
+
+
+def json_body(request: IRequest, status: int, payload: Dict[str, Any], retry_after: Optional[int] = None) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    if retry_after is not None:
+        request.setHeader(b"Retry-After", str(retry_after).encode())
+    return json.dumps(payload).encode() + b"\n"
+
+
+def error_body(request: IRequest, status: int, message: str, retry_after: Optional[int] = None) -> bytes:
+    payload: Dict[str, Any] = {"error": message, "status": status}
+    if retry_after is not None:
+        payload["retry_after"] = retry_after
+    return json_body(request, status, payload, retry_after)
+
+
+class ProxyApp:
+    """The Klein application; one per proxy service."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, registry: Registry, settings: Settings, clock: Any, coordinator: Any, engine: Any) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.clock = clock
+        self.coordinator = coordinator
+        self.engine = engine
+        self.started_at = clock.seconds()
+        self.requests = 0
+        self.errors: Dict[int, int] = {}
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    # ---------------------------------------------------------- helpers
+
+    def _authorised(self, request: IRequest) -> bool:
+        token = self.settings.token
+        if not token:
+            return True
+        given = (request.args.get(b"token") or [b""])[0]
+        header = request.getHeader(b"authorization") or b""
+        if header.lower().startswith(b"bearer "):
+            given = header[7:].strip()
+        return hmac.compare_digest(given, token.encode())
+
+    def _error(self, request: IRequest, status: int, message: str, retry_after: Optional[int] = None) -> bytes:
+        self.errors[status] = self.errors.get(status, 0) + 1
+        return error_body(request, status, message, retry_after)
+
+    def _client_count(self) -> int:
+        return sum(len(channel.sinks) for channel in self.registry.channels())
+
+    # ---------------------------------------------------------- player API
+
+    @app.route("/ace/getstream", branch=False, strict_slashes=False)
+    def getstream(self, request: IRequest) -> Any:
+        self.requests += 1
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"Allow", b"GET, HEAD")
+            return self._error(request, 405, "only GET and HEAD are allowed")
+        if not self._authorised(request):
+            return self._error(request, 401, "a valid token is required")
+        try:
+            selector = parse_selector(request.args)
+        except BadRequest as e:
+            return self._error(request, 400, str(e))
+        request.setHeader(b"Content-Type", b"video/mp2t")
+        request.setHeader(b"Cache-Control", b"no-cache, no-store")
+        request.setHeader(b"Accept-Ranges", b"none")
+        if request.method == b"HEAD":
+            # Probes get the headers and never start an engine session.
+            return b""
+        if self.settings.max_clients and self._client_count() >= self.settings.max_clients:
+            return self._error(request, 503, f"player limit ({self.settings.max_clients}) reached", 10)
+        try:
+            channel = self.registry.channel_for(selector)
+        except EngineError as e:
+            return self._error(request, e.status, e.message, e.retry_after)
+        sink = ClientSink(
+            request,
+            channel.ring,
+            self.clock,
+            max_lag_bytes=self.settings.client_max_lag,
+            stall_timeout=self.settings.client_stall_timeout,
+            write_batch=self.settings.write_batch,
+            on_close=channel.remove_client,
+        )
+        address = request.getClientAddress()
+        info = ClientInfo(
+            client_id=new_client_id(),
+            ip=getattr(address, "host", str(address)),
+            user_agent=(request.getHeader(b"user-agent") or b"").decode("utf-8", "replace"),
+            connected_at=self.clock.seconds(),
+        )
+        channel.add_client(sink, info)
+        channel.start()
+        return sink.done.addErrback(self._stream_failed, request)
+
+    def _stream_failed(self, failure: Failure, request: IRequest) -> Any:
+        if failure.check(CancelledError):
+            return None  # the player went away
+        if request.startedWriting:
+            # Never append an error page to a TS body.
+            transport = getattr(request, "transport", None) or getattr(request.channel, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+            return None
+        if failure.check(EngineError):
+            error: EngineError = failure.value
+            return self._error(request, error.status, error.message, error.retry_after)
+        self.log.failure("unexpected failure serving a stream", failure)
+        return self._error(request, 500, "internal error")
+
+    @app.route("/ace/status", strict_slashes=False)
+    def ace_status(self, request: IRequest) -> bytes:
+        if not self._authorised(request):
+            return self._error(request, 401, "a valid token is required")
+        if not (request.args.get(b"id") or request.args.get(b"content_id") or request.args.get(b"infohash")):
+            return json_body(request, 200, {"streams": len(self.registry.channels())})
+        try:
+            selector = parse_selector(request.args)
+        except BadRequest as e:
+            return self._error(request, 400, str(e))
+        channel = self.registry.get(selector.key)
+        if channel is None:
+            return self._error(request, 404, "stream not found")
+        session = channel.session
+        return json_body(
+            request,
+            200,
+            {
+                "clients": len(channel.sinks),
+                "stream_id": {selector.kind: selector.value},
+                "stat_url": session.stat_url if session else None,
+                "state": channel.state,
+            },
+        )
+
+    # ---------------------------------------------------------- operators
+
+    @app.route("/status", strict_slashes=False)
+    def status(self, request: IRequest) -> bytes:
+        if not self._authorised(request):
+            return self._error(request, 401, "a valid token is required")
+        return json_body(request, 200, self.status_document())
+
+    def status_document(self) -> Dict[str, Any]:
+        channels = [channel.status() for channel in self.registry.channels()]
+        now = self.clock.seconds()
+        return {
+            "version": __version__,
+            "worker": self.coordinator.worker_id,
+            "engine": self.settings.engine,
+            "uptime": round(now - self.started_at, 3),
+            "channels": channels,
+            "totals": {
+                "channels": len(channels),
+                "clients": sum(len(c["clients"]) for c in channels),
+                "bytes_in": sum(c["bytes_in"] for c in channels),
+                "bytes_out": sum(c["bytes_out"] for c in channels),
+                "requests": self.requests,
+                "errors": {str(k): v for k, v in sorted(self.errors.items())},
+                "engine_json_calls": self.engine.json_calls,
+                "engine_stop_calls": self.engine.stop_calls,
+            },
+        }
+
+    @app.route("/healthz", strict_slashes=False)
+    def healthz(self, request: IRequest) -> bytes:
+        return json_body(request, 200, {"status": "ok", "channels": len(self.registry.channels())})
+
+    @app.route("/metrics", strict_slashes=False)
+    def metrics(self, request: IRequest) -> bytes:
+        if not self._authorised(request):
+            return self._error(request, 401, "a valid token is required")
+        body, content_type = render_metrics(self)
+        request.setHeader(b"Content-Type", content_type.encode())
+        return body
