@@ -664,7 +664,7 @@ class SimSite(server.Site):
             channel = getattr(protocol, "_channel", protocol)
             if keep_control and channel in self.control_channels:
                 continue
-            transport = getattr(protocol, "transport", None)
+            transport = getattr(channel, "transport", None)
             if transport is not None:
                 transport.abortConnection()
 
