@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import attr
 import treq
 from treq.client import HTTPClient
 from twisted.internet import error as net_error
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError, inlineCallbacks
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -137,9 +137,24 @@ class EngineClient:
         self.http = HTTPClient(self.agent)
         self.json_calls = 0
         self.stop_calls = 0
+        self._in_flight: Set[Deferred[Any]] = set()
 
-    def close(self) -> Deferred[None]:
-        return self.pool.closeCachedConnections()
+    @inlineCallbacks
+    def close(self) -> Any:
+        """Wait for calls in flight (each has its own deadline), then close the pooled connections."""
+        while self._in_flight:
+            yield DeferredList(list(self._in_flight), consumeErrors=True)
+        yield self.pool.closeCachedConnections()
+
+    def _track(self, d: Deferred[Any]) -> Deferred[Any]:
+        self._in_flight.add(d)
+
+        def done(result: Any) -> Any:
+            self._in_flight.discard(d)
+            return result
+
+        d.addBoth(done)
+        return d
 
     # ---------------------------------------------------------------- JSON
 
@@ -178,8 +193,11 @@ class EngineClient:
             bitrate=int(bitrate) if isinstance(bitrate, (int, float)) else None,
         )
 
+    def _get_json(self, url: str, timeout: float, what: str) -> Deferred[Any]:
+        return self._track(self._fetch_json(url, timeout, what))
+
     @inlineCallbacks
-    def _get_json(self, url: str, timeout: float, what: str) -> Any:
+    def _fetch_json(self, url: str, timeout: float, what: str) -> Any:
         try:
             response = yield self.http.get(url, timeout=timeout, reactor=self.reactor, headers={b"User-Agent": [USER_AGENT]})
             body = yield _with_timeout(treq.content(response), timeout, self.reactor)
