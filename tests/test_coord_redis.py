@@ -234,6 +234,22 @@ class RedisCoordinatorTests(RedisHarness, TestCase):
         self.assertNotIn(b"cmd=xread", self.server.command("CLIENT", "LIST"))
 
     @inlineCallbacks
+    def test_stop_waits_for_every_follower_connection(self) -> Any:
+        """stop() returns only when every follower connection is closed, including followers stopped just before."""
+        a = yield self.make("a")
+        early = a.follow("s", Received())
+        a.follow("t", Received())
+        yield self.wait(0.2)
+        early.stop()
+        yield a.stop()
+        self.assertEqual(a._closing, set())
+        late = a.follow("u", Received())
+        self.assertTrue(late.stopped)
+        yield late.stop()
+        yield self.wait(0.05)
+        self.assertNotIn(b"cmd=xread", self.server.command("CLIENT", "LIST"))
+
+    @inlineCallbacks
     def test_follower_resumes_after_its_connection_dies_without_losing_blocks(self) -> Any:
         """A follower whose connection is killed reconnects by itself and continues after the last entry it read."""
         a = yield self.make("a", lease_ms=5000)

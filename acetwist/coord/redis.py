@@ -605,7 +605,7 @@ class RedisFollower:
             self.stopped = True
             self._done.cancel()
             self._stop_d = self._link.close()
-            self.coordinator._followers.discard(self)
+            self.coordinator._follower_stopped(self, self._stop_d)
         return _observe(self._stop_d)
 
 
@@ -641,6 +641,7 @@ class RedisCoordinator:
         self._link = _Link(settings, reactor, settings.poolsize, "coordinator", on_up=self._reconnected)
         self._heartbeat: Optional[LoopingCall] = None
         self._followers: Set[RedisFollower] = set()
+        self._closing: Set[Deferred[Any]] = set()
         self._clients: Dict[str, ClientRecord] = {}
         self._client_written: Dict[str, float] = {}
         self._started = False
@@ -764,7 +765,20 @@ class RedisCoordinator:
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         self._heartbeat = None
-        return defer.DeferredList([f.stop() for f in list(self._followers)])
+        for follower in list(self._followers):
+            follower.stop()
+        # Also waits for followers stopped earlier whose connections are still closing.
+        return defer.DeferredList([_observe(d) for d in list(self._closing)])
+
+    def _follower_stopped(self, follower: RedisFollower, closed: Deferred[Any]) -> None:
+        self._followers.discard(follower)
+        self._closing.add(closed)
+
+        def forget(result: Any) -> Any:
+            self._closing.discard(closed)
+            return result
+
+        closed.addBoth(forget)
 
     @inlineCallbacks
     def _stop(self, forget: bool) -> Any:
@@ -863,6 +877,8 @@ class RedisCoordinator:
                from_start: bool = False) -> RedisFollower:
         follower = RedisFollower(self, stream_key, on_block, from_start)
         self._followers.add(follower)
+        if self._stopping:
+            follower.stop()
         return follower
 
     # ------------------------------------------------------------ players
