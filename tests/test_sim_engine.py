@@ -319,6 +319,38 @@ class FaultTests(SynchronousTestCase):
             self.assertIn(message, str(error))
         self.assertEqual(e.faults, [])
 
+    def test_periodic_restart(self) -> None:
+        """restart every_ms forgets every session at that period, optionally down afterwards, until cleared."""
+        e = engine()
+        e.set_fault("restart", every_ms=1000, down_ms=200, down_mode="503")
+        first = e.start_session(A)
+        e.clock.advance(1)
+        self.assertEqual(first.ended, "forgotten")
+        self.assertEqual(e.down_mode(None), "503")
+        e.clock.advance(0.2)
+        self.assertIsNone(e.down_mode(None))
+        second = e.start_session(A)
+        e.clock.advance(0.8)
+        self.assertEqual(second.ended, "forgotten")
+        self.assertEqual(e.counters.snapshot()["restarts"], 2)
+        e.clear_faults("restart")
+        third = e.start_session(A)
+        e.clock.advance(5)
+        self.assertIsNone(third.ended)
+
+    def test_restart_of_one_content(self) -> None:
+        """A content's restart fault forgets only that content's session; times=1 makes it happen once."""
+        e = engine()
+        e.set_fault("restart", content=A, every_ms=500, times=1)
+        a, b = e.start_session(A), e.start_session(B)
+        e.clock.advance(0.5)
+        self.assertEqual((a.ended, b.ended), ("forgotten", None))
+        again = e.start_session(A)
+        e.clock.advance(2)
+        self.assertIsNone(again.ended)
+        self.assertEqual(e.faults, [])
+        self.assertRaises(FaultError, e.set_fault, "restart", content=A, every_ms=500, down_ms=100)
+
     def test_faults_from_config_are_in_force_at_start(self) -> None:
         """Faults given in the configuration are set when the engine starts."""
         e = engine(faults=["slow_json:ms=300@channel-2", {"name": "down", "mode": "503"}])

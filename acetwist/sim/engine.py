@@ -213,6 +213,8 @@ class Engine:
         self.log.info("fault set: {fault}", fault=fault.as_json())
         if name == "down" and "ms" in checked:
             self._fault_calls[fault.id] = self.clock.callLater(checked["ms"] / 1000, self._expire_fault, fault)
+        if name == "restart":
+            self._fault_calls[fault.id] = self.clock.callLater(checked["every_ms"] / 1000, self._periodic_restart, fault)
         self._faults_changed(fault, added=True)
         return fault
 
@@ -244,6 +246,20 @@ class Engine:
         self.counters.add_keyed("faults_triggered", fault.name)
         if fault.remaining == 0:
             self._remove_fault(fault)
+
+    def _periodic_restart(self, fault: Fault) -> None:
+        self._fault_calls.pop(fault.id, None)
+        params = fault.params
+        self.trigger(fault)
+        if fault.content is None:
+            self.restart(down_ms=params["down_ms"], down_mode=params["down_mode"])
+        else:
+            session = self.sessions.get(fault.content.infohash)
+            if session is not None:
+                self.counters.add("sessions_forgotten")
+                self._end(session, "forgotten")
+        if fault in self.faults:
+            self._fault_calls[fault.id] = self.clock.callLater(params["every_ms"] / 1000, self._periodic_restart, fault)
 
     def _expire_fault(self, fault: Fault) -> None:
         self._fault_calls.pop(fault.id, None)

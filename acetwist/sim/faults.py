@@ -124,6 +124,12 @@ FAULTS: Dict[str, FaultKind] = {
                                 "the first bytes of the first packet are missing (mid_packet).",
                   {"mode": (_choice("junk", "mid_packet"), "junk", "junk or mid_packet"),
                    "bytes": (_integer(1, 65536), 100, "junk length, or bytes dropped (1..187 for mid_packet)")}),
+        FaultKind("restart", "The engine restarts every every_ms: every session is forgotten (stat and stop then "
+                             "answer 'unknown playback session id', readers are reset), and with down_ms it is down "
+                             "that long. For one content, only that content's session is forgotten.",
+                  {"every_ms": (_integer(10, 24 * 3600 * 1000), REQUIRED, "milliseconds between restarts"),
+                   "down_ms": (_MS, 0, "engine-wide only: milliseconds down after each restart"),
+                   "down_mode": (_choice("refuse", "reset", "503"), "refuse", "how the engine is down after it")}),
     ]
 }
 
@@ -168,8 +174,12 @@ def validate(name: str, params: Mapping[str, Any]) -> Dict[str, Any]:
 def check_scope(name: str, params: Mapping[str, Any], content: Optional[object]) -> None:
     """Raise FaultError when a parameter value only makes sense engine-wide but a content was given."""
     kind = FAULTS[name]
-    if content is not None and any(value in kind.engine_wide_only for value in params.values()):
+    if content is None:
+        return
+    if any(value in kind.engine_wide_only for value in params.values()):
         raise FaultError(f"fault {name!r} with {dict(params)} is engine-wide only; give no content")
+    if name == "restart" and params.get("down_ms"):
+        raise FaultError("fault 'restart' with down_ms is engine-wide only; give no content")
 
 
 def parse_spec(text: str) -> Tuple[str, Optional[str], Dict[str, str]]:
