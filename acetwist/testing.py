@@ -71,7 +71,7 @@ class Player:
     """
 
     def __init__(self, reactor: Any, url: str, *, limit: int = 2_000_000, user_agent: str = "acetwist-test-player",
-                 keep_bytes: bool = False) -> None:
+                 keep_bytes: bool = False, max_rate: Optional[float] = None) -> None:
         self.reactor = reactor
         self.url = url
         self.limit = limit
@@ -90,6 +90,9 @@ class Player:
         self.end_reason: Optional[str] = None
         self.clean_end = False
         self.done: Deferred["Player"] = Deferred()
+        #: bytes per second this player reads at most (a slow player), or None
+        self.max_rate = max_rate
+        self._throttled: Any = None
         self._protocol: Optional[_PlayerBody] = None
         self._pool = HTTPConnectionPool(reactor, persistent=False)
         self._agent = Agent(reactor, pool=self._pool, connectTimeout=5)
@@ -145,6 +148,18 @@ class Player:
         self.checker.feed(data)
         if self.received >= self.limit:
             self.hang_up()
+        elif self.max_rate is not None and self._throttled is None:
+            assert self.first_byte_at is not None
+            ahead = self.received / self.max_rate - (self.reactor.seconds() - self.first_byte_at)
+            if ahead > 0:
+                # short, frequent pauses: a slow reader, not a stalled one
+                self.pause()
+                self._throttled = self.reactor.callLater(min(ahead, 1.0), self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        self._throttled = None
+        if not self.done.called:
+            self.resume()
 
     def _lost(self, reason: Optional[Failure]) -> None:
         if self.received >= self.limit:
@@ -163,6 +178,8 @@ class Player:
     def _finish(self, reason: str) -> None:
         if self.done.called:
             return
+        if self._throttled is not None and self._throttled.active():
+            self._throttled.cancel()
         self.end_reason = reason
         self.ended_at = self.reactor.seconds()
         self._pool.closeCachedConnections()
@@ -219,6 +236,22 @@ def percentile(values: Any, fraction: float) -> float:
 def split_url(url: str) -> Tuple[str, int]:
     host, port = url.split("//", 1)[1].split(":")
     return host, int(port)
+
+
+def repo_root() -> str:
+    """The directory holding the acetwist package (and twisted/plugins)."""
+    import os
+
+    import acetwist
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(acetwist.__file__)))
+
+
+def twistd_command(*args: str) -> list:
+    """argv running twistd with this interpreter (its module has no __main__ guard)."""
+    import sys
+
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", *args]
 
 
 def free_port() -> int:
