@@ -80,7 +80,7 @@ class RequestHold:
 
     def abort(self) -> None:
         if self.sender is not None:
-            self.sender._done("aborted")
+            self.sender.connection_lost()
         if not self.request._disconnected:
             self.request.transport.abortConnection()
 
