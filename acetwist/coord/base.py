@@ -90,7 +90,8 @@ class FollowGate:
             ):
                 self.duplicates += 1
                 return False
-            if block.segment == self.last_segment and block.seq != self.last_seq + 1 and not self.need_keyframe:
+            jumped = block.segment == self.last_segment and block.seq != self.last_seq + 1
+            if jumped and not self.need_keyframe:
                 self.gaps += 1
                 self.need_keyframe = True
         if self.need_keyframe and not block.keyframe:

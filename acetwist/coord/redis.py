@@ -100,7 +100,8 @@ index(KEYS[3], ARGV[4], now + tonumber(ARGV[5]), tonumber(ARGV[5]))
 return {1, val}
 """
 
-# KEYS owner, epoch, meta, streams-index; ARGV lease, lease_ms, epoch_ttl_ms, stream_key, index_ttl_ms, stream_ttl_ms
+# KEYS owner, epoch, meta, streams-index
+# ARGV lease, lease_ms, epoch_ttl_ms, stream_key, index_ttl_ms, stream_ttl_ms
 RENEW = _LIB + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -221,7 +222,8 @@ for _, s in ipairs(redis.call('ZRANGEBYSCORE', si, now, '+inf')) do
     local h = redis.call('HGETALL', p .. ':client:' .. c)
     if #h > 0 then players[#players + 1] = {c, h} end
   end
-  streams[#streams + 1] = {s, redis.call('GET', base .. ':owner') or '', redis.call('HGETALL', base .. ':meta'), players}
+  local owner = redis.call('GET', base .. ':owner') or ''
+  streams[#streams + 1] = {s, owner, redis.call('HGETALL', base .. ':meta'), players}
 end
 return {workers, streams}
 """
@@ -340,8 +342,9 @@ class _Link:
     """A pool of connections to Redis that knows whether any is usable."""
 
     def __init__(self, settings: RedisSettings, reactor: Any, poolsize: int, name: str,
-                 on_up: Optional[Callable[[], None]] = None) -> None:
+                 on_up: Optional[Callable[[], None]] = None, quiet: bool = False) -> None:
         self.settings = settings
+        self.quiet = quiet
         self.reactor = reactor
         self.name = name
         self.on_up = on_up
@@ -429,8 +432,9 @@ class _Link:
         self._complaint = None
         if not self.was_up:
             self.was_up = True
-            log.info("Redis {name}: connected to {host}:{port}", name=self.name,
-                     host=self.settings.host, port=self.settings.port)
+            (log.debug if self.quiet else log.info)(
+                "Redis {name}: connected to {host}:{port}", name=self.name,
+                host=self.settings.host, port=self.settings.port)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(None)
@@ -440,7 +444,8 @@ class _Link:
     def _connection_down(self) -> None:
         if self.was_up and not self.up and not self.closed:
             self.was_up = False
-            log.warn("Redis {name}: connection lost; reconnecting", name=self.name)
+            quiet = log.debug if self.quiet else log.warn
+            quiet("Redis {name}: connection lost; reconnecting", name=self.name)
 
     def close(self) -> Deferred[None]:
         """
@@ -509,7 +514,7 @@ class RedisFollower:
         self.last_id: Optional[bytes] = None
         self.stopped = False
         self.counters: Dict[str, int] = {"errors": 0, "repositions": 0, "malformed": 0, "reads": 0}
-        self._link = _Link(self.settings, coordinator.reactor, 1, f"follower of {stream_key}")
+        self._link = _Link(self.settings, coordinator.reactor, 1, f"follower of {stream_key}", quiet=True)
         self._link.start()
         self._stop_d: Optional[Deferred[Any]] = None
         self._done = self._run()
@@ -552,7 +557,8 @@ class RedisFollower:
                     log.warn("follower of {key}: {error!r}", key=self.stream_key, error=e)
                 if self._link.up:
                     # A live connection and still an error: do not spin on it.
-                    yield deferLater(self.coordinator.reactor, min(1.0, self.settings.follow_block), lambda: None)
+                    pause = min(1.0, self.settings.follow_block)
+                    yield deferLater(self.coordinator.reactor, pause, lambda: None)
 
     @inlineCallbacks
     def _position(self, conn: Any) -> Any:
@@ -786,7 +792,8 @@ class RedisCoordinator:
         if forget and self._link.up:
             keys = [self._key("worker", self.worker_id), self._key("workers")]
             for record in self._clients.values():
-                keys += [self._key("client", record.client_id), self._stream_key(record.stream_key, "clients")]
+                keys.append(self._key("client", record.client_id))
+                keys.append(self._stream_key(record.stream_key, "clients"))
             d = self._request("forget_worker", self.worker_id,
                               _eval(FORGET_WORKER, keys, [self.worker_id, *self._clients]), last=True)
             yield d.addErrback(lambda f: None)
@@ -815,12 +822,17 @@ class RedisCoordinator:
 
     # ------------------------------------------------------------ ownership
 
+    def _ms(self, seconds: float) -> int:
+        return int(seconds * 1000)
+
     def claim(self, stream_key: str) -> Deferred[Optional[Lease]]:
-        index_ttl = max(self.settings.lease_ms, int(self.settings.stream_ttl * 1000))
+        s = self.settings
+        index_ttl = max(s.lease_ms, self._ms(s.stream_ttl))
         d = self._request("claim", stream_key, _eval(
             CLAIM,
-            [self._stream_key(stream_key, "owner"), self._stream_key(stream_key, "epoch"), self._key("streams")],
-            [self.worker_id, self.settings.lease_ms, int(self.settings.epoch_ttl * 1000), stream_key, index_ttl],
+            [self._stream_key(stream_key, "owner"), self._stream_key(stream_key, "epoch"),
+             self._key("streams")],
+            [self.worker_id, s.lease_ms, self._ms(s.epoch_ttl), stream_key, index_ttl],
         ))
 
         def claimed(reply: List[Any]) -> Optional[Lease]:
@@ -834,13 +846,14 @@ class RedisCoordinator:
         return d.addCallback(claimed)
 
     def renew(self, stream_key: str, lease: Lease) -> Deferred[bool]:
-        index_ttl = max(self.settings.lease_ms, int(self.settings.stream_ttl * 1000))
+        s = self.settings
+        index_ttl = max(s.lease_ms, self._ms(s.stream_ttl))
         d = self._request("renew", stream_key, _eval(
             RENEW,
             [self._stream_key(stream_key, "owner"), self._stream_key(stream_key, "epoch"),
              self._stream_key(stream_key, "meta"), self._key("streams")],
-            [lease_value(lease.owner, lease.epoch), self.settings.lease_ms, int(self.settings.epoch_ttl * 1000),
-             stream_key, index_ttl, int(self.settings.stream_ttl * 1000)],
+            [lease_value(lease.owner, lease.epoch), s.lease_ms, self._ms(s.epoch_ttl),
+             stream_key, index_ttl, self._ms(s.stream_ttl)],
         ))
         return d.addCallback(lambda reply: reply == 1)
 
@@ -860,9 +873,9 @@ class RedisCoordinator:
         d = self._fire("publish", stream_key, _eval(
             PUBLISH,
             [self._stream_key(stream_key, "owner"), self._stream_key(stream_key, "mirror")],
-            [lease_value(lease.owner, lease.epoch), self.settings.mirror_maxlen, int(self.settings.mirror_ttl * 1000),
-             block.data, b"1" if block.keyframe else b"0", block.psi, lease.epoch, block.seq, block.segment,
-             repr(float(block.created))],
+            [lease_value(lease.owner, lease.epoch), self.settings.mirror_maxlen,
+             self._ms(self.settings.mirror_ttl), block.data, b"1" if block.keyframe else b"0", block.psi,
+             lease.epoch, block.seq, block.segment, repr(float(block.created))],
         ))
         if d is not None:
             d.addCallback(self._published)
