@@ -27,6 +27,12 @@ from acetwist.upstream import EngineClient, EngineError, EngineSession, Playback
 
 MAX_BACKOFF = 8.0
 
+#: How long a live owner may take to notice that its lease vanished (Redis came
+#: back empty) and claim again: its link's reconnect delay (at most 2 s) plus a
+#: renew interval (a third of the lease) plus margin. A follower only takes
+#: over after seeing no owner for longer than this.
+RECLAIM_MARGIN = 2.5
+
 
 class Upstream(enum.Enum):
     STARTING = "starting"
@@ -112,8 +118,11 @@ class Channel:
         self._stopped_pids: Set[str] = set()
         self._loops: Dict[str, LoopingCall] = {}
         self._reported_bytes: Dict[Any, int] = {}
-        self._orphan_checks = 0
+        self._orphan_since: Optional[float] = None
+        self._renewing = False
+        self._reclaiming = False
         self._follow_segment: Optional[int] = None
+        self._follow_seq: Optional[int] = None
         self._stop_calls: List[Deferred[bool]] = []
         self._started = False
         self._ended = False
@@ -386,27 +395,52 @@ class Channel:
 
     def _renew(self) -> None:
         lease = self.lease
-        if lease is None or self._ended:
+        if lease is None or self._ended or self._renewing or self._reclaiming:
             return
-        d = self.coordinator.renew(self.key, lease)
-        # A Redis outage is no reason to stop streaming: keep going and try again.
-        d.addCallbacks(lambda ok: None if ok else self._lease_lost(lease), lambda f: None)
+        self._renewing = True
+
+        def answered(ok: bool) -> None:
+            self._renewing = False
+            if not ok:
+                self._lease_lost(lease)
+
+        def unanswered(failure: Any) -> None:
+            # A Redis outage is no reason to stop streaming: keep going and try again.
+            self._renewing = False
+
+        self.coordinator.renew(self.key, lease).addCallbacks(answered, unanswered)
 
     def _lease_lost(self, lease: Lease) -> None:
-        if self._ended or self.lease is not lease:
+        if self._ended or self.lease is not lease or self._reclaiming:
             return
         self.log.warn("{key}: lease with epoch {epoch} lost; claiming again", key=self.key, epoch=lease.epoch)
-        d = self.coordinator.claim(self.key)
-        d.addCallbacks(self._reclaimed, lambda f: None)
+        self._reclaiming = True
 
-    def _reclaimed(self, lease: Optional[Lease]) -> None:
+        def done(_: Any) -> None:
+            self._reclaiming = False
+
+        d = self.coordinator.claim(self.key)
+        d.addCallback(self._reclaimed)
+        d.addBoth(done)
+
+    def _reclaimed(self, lease: Optional[Lease]) -> Any:
         if self._ended:
             if lease is not None:
                 self.coordinator.release(self.key, lease)
-            return
+            return None
         if lease is not None:
             # Nobody took over: keep our engine session under the new epoch.
             self.lease = lease
+            return None
+        return self.coordinator.owner(self.key).addCallback(self._owner_after_lost_claim)
+
+    def _owner_after_lost_claim(self, lease: Optional[Lease]) -> None:
+        if self._ended:
+            return
+        if lease is None or lease.owner == self.coordinator.worker_id:
+            # Ours after all (or free again): the next renew sorts it out.
+            if lease is not None:
+                self.lease = lease
             return
         # Another worker owns the stream now: its session superseded ours.
         self.log.warn("{key}: another worker took over; following it", key=self.key)
@@ -423,36 +457,48 @@ class Channel:
         self.ring.flush()
         self.ring.discontinuity()
         self._follow_segment = None
+        self._follow_seq = None
+        self._orphan_since = None
         self.follower = self.coordinator.follow(self.key, self._on_mirrored_block)
-        self._every("watch", max(self.settings.lease / 2, 0.05), self._watch_owner)
+        self._every("watch", min(max(self.settings.lease / 2, 0.05), 1.0), self._watch_owner)
         self.log.info("{key}: following the owner's mirror", key=self.key)
 
     def _on_mirrored_block(self, block: Block, epoch: int) -> None:
         if self._ended or self.follower is None:
             return
-        if (self.follow_epoch is not None and epoch != self.follow_epoch) or (
-            self._follow_segment is not None and block.segment != self._follow_segment
+        # a new owner, a new upstream at the owner, or a hole in the mirror: restart at a keyframe
+        if self.follow_epoch is not None and (
+            epoch != self.follow_epoch or block.segment != self._follow_segment or block.seq != self._follow_seq + 1
         ):
             self.ring.discontinuity()
         self.follow_epoch = epoch
         self._follow_segment = block.segment
+        self._follow_seq = block.seq
         self._ever_had_data = True
         self.bytes_in += len(block.data)
         self.ring.append_block(block.data, block.keyframe, block.psi)
 
     def _watch_owner(self) -> None:
         d = self.coordinator.owner(self.key)
-        d.addCallbacks(self._owner_seen, lambda f: None)
+        d.addCallbacks(self._owner_seen, self._owner_unknown)
+
+    def _owner_unknown(self, failure: Any) -> None:
+        # The cluster cannot answer: nothing is known about the owner, so the wait starts over.
+        self._orphan_since = None
 
     def _owner_seen(self, lease: Optional[Lease]) -> None:
         if self._ended or self.follower is None:
             return
         if lease is not None:
-            self._orphan_checks = 0
+            self._orphan_since = None
             return
-        self._orphan_checks += 1
-        if self._orphan_checks >= 2 and self.sinks:
-            self._orphan_checks = 0
+        now = self.clock.seconds()
+        if self._orphan_since is None:
+            self._orphan_since = now
+            return
+        orphaned = now - self._orphan_since
+        if orphaned >= self.settings.lease / 3 + RECLAIM_MARGIN and self.sinks:
+            self._orphan_since = None
             self.coordinator.claim(self.key).addCallbacks(self._took_over, lambda f: None)
 
     def _took_over(self, lease: Optional[Lease]) -> None:

@@ -145,7 +145,7 @@ OPTIONS: List[OptionSpec] = [
                "Redis URL (redis://host:port/db) shared by every acetwist worker; omit for a single process."),
     OptionSpec("redis-prefix", "acetwist", _text, "Prefix of every Redis key acetwist writes."),
     OptionSpec("worker-id", None, _text, "This worker's name in the cluster (default: hostname:pid)."),
-    OptionSpec("lease", "5", _positive(parse_duration),
+    OptionSpec("lease", "3", _positive(parse_duration),
                "Ownership lease of a channel in Redis; a dead owner is replaced after about this long."),
     OptionSpec("heartbeat", "2", _positive(parse_duration),
                "How often players' records and channel metadata are refreshed in the cluster."),

@@ -261,3 +261,73 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class ProcessWorker:
+    """
+    A real C{twistd acestream-proxy} process on 127.0.0.1 (for multi-worker
+    tests and benchmarks). L{start} fires once it listens; L{ended} fires
+    with C{(exit code, signal)}.
+    """
+
+    def __init__(self, reactor: Any, name: str, *options: str) -> None:
+        self.reactor = reactor
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.options = options
+        self.output = b""
+        self.ended: Deferred[Any] = Deferred()
+        self.process: Any = None
+
+    def start(self) -> Deferred[None]:
+        import os
+
+        from twisted.internet import protocol
+
+        worker = self
+
+        class Watch(protocol.ProcessProtocol):
+            def outReceived(self, data: bytes) -> None:
+                worker.output += data
+
+            errReceived = outReceived
+
+            def processEnded(self, reason: Any) -> None:
+                worker.ended.callback((reason.value.exitCode, reason.value.signal))
+
+        env = dict(os.environ, PYTHONPATH=repo_root() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        argv = twistd_command("acestream-proxy", "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+                              "--worker-id", self.name, *self.options)
+        self.process = self.reactor.spawnProcess(Watch(), argv[0], argv, env=env, path=repo_root())
+        marker = f"Site starting on {self.port}".encode()
+
+        def listening(_: None) -> None:
+            if self.ended.called:
+                raise RuntimeError(f"worker {self.name} exited: {self.output[-2000:]!r}")
+
+        d = wait_for(self.reactor, lambda: marker in self.output or self.ended.called, timeout=30)
+        return d.addCallback(listening)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and not self.ended.called
+
+    def signal(self, name: str) -> None:
+        if self.running:
+            self.process.signalProcess(name)
+
+    def stop(self) -> Deferred[Any]:
+        """SIGTERM, then SIGKILL if it has not ended within 15 s."""
+        if not self.running:
+            return self.ended if self.ended.called else Deferred.fromCoroutine(_none())
+        self.signal("TERM")
+        timer = self.reactor.callLater(15, self.signal, "KILL")
+        return self.ended.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+
+    def status(self) -> Deferred[Dict[str, Any]]:
+        return fetch(self.reactor, f"{self.url}/status").addCallback(lambda r: json.loads(r[2]))
+
+
+async def _none() -> None:
+    return None

@@ -223,10 +223,21 @@ class ProxyApp:
     # ---------------------------------------------------------- operators
 
     @app.route("/status", strict_slashes=False)
-    def status(self, request: IRequest) -> bytes:
+    def status(self, request: IRequest) -> Any:
+        """This worker's channels and players, and the cluster view (every worker's players, owners, epochs)."""
         if not self._authorised(request):
             return self._error(request, 401, "a valid token is required")
-        return json_body(request, 200, self.status_document())
+        document = self.status_document()
+
+        def with_cluster(view: Dict[str, Any]) -> bytes:
+            document["cluster"] = view
+            return json_body(request, 200, document)
+
+        def without_cluster(failure: Failure) -> bytes:
+            document["cluster"] = {"available": False, "error": failure.getErrorMessage()}
+            return json_body(request, 200, document)
+
+        return self.coordinator.cluster_view().addCallbacks(with_cluster, without_cluster)
 
     def status_document(self) -> Dict[str, Any]:
         channels = [channel.status() for channel in self.registry.channels()]

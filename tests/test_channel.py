@@ -228,16 +228,18 @@ class ClusterTests(ChannelTestCase):
         self.assertEqual(self.coordinator.published, [])
 
     def test_follower_takes_over_when_the_owner_is_gone(self) -> None:
-        """A follower with players claims the stream after the owner's lease has been missing twice, and opens a session."""
+        """A follower with players claims the stream once it has seen no owner for longer than a live owner needs to re-claim."""
+        from acetwist.channel import RECLAIM_MARGIN
         from acetwist.interfaces import Block, Lease
 
         self.coordinator.other_owner = Lease("other", 7)
         channel, sink = self.join()
         self.coordinator.followers[0].on_block(Block(0, gop(0), True, b"", 0, 0.0), 7)
         self.coordinator.other_owner = None
-        self.clock.advance(self.settings.lease / 2)
+        self.clock.advance(RECLAIM_MARGIN)
         self.assertEqual(channel.role, "follower")
-        self.clock.advance(self.settings.lease / 2)
+        for _ in range(6):
+            self.clock.advance(1.0)
         self.assertEqual(channel.role, "owner")
         self.assertTrue(self.coordinator.followers[0].stopped)
         self.assertEqual(self.engine.json_calls, 1)
@@ -248,6 +250,34 @@ class ClusterTests(ChannelTestCase):
         self.assertIsNone(sink.error)
         self.assertEqual(self.coordinator.published[-1][0], channel.lease.epoch)
 
+    def test_follower_waits_while_the_cluster_cannot_answer(self) -> None:
+        """Unanswered owner queries (Redis away) never count towards a takeover."""
+        from twisted.internet.defer import fail
+
+        from acetwist.interfaces import Lease
+
+        self.coordinator.other_owner = Lease("other", 7)
+        channel, sink = self.join()
+        self.coordinator.other_owner = None
+        self.coordinator.owner = lambda key: fail(Exception("redis away"))  # type: ignore[method-assign]
+        for _ in range(30):
+            self.clock.advance(1.0)
+        self.assertEqual(channel.role, "follower")
+        self.assertEqual(self.engine.json_calls, 0)
+
+    def test_hole_in_the_mirror_restarts_players_at_a_keyframe(self) -> None:
+        """A gap in the mirrored sequence starts a new segment, so players resume at the next keyframe."""
+        from acetwist.interfaces import Block, Lease
+
+        self.coordinator.other_owner = Lease("other", 7)
+        channel, sink = self.join()
+        follower = self.coordinator.followers[0]
+        follower.on_block(Block(10, gop(0), True, b"", 0, 0.0), 7)
+        follower.on_block(Block(11, gop(1), True, b"", 0, 0.0), 7)
+        self.assertEqual(channel.ring.segment, 1)
+        follower.on_block(Block(15, gop(2), True, b"", 0, 0.0), 7)
+        self.assertEqual(channel.ring.segment, 2)
+
     def test_lost_lease_nobody_else_took_is_reclaimed_without_a_new_session(self) -> None:
         """If the lease lapsed (say Redis restarted) and nobody took it, the owner claims a new epoch and keeps its session."""
         channel, sink = self.go_live()
@@ -257,6 +287,17 @@ class ClusterTests(ChannelTestCase):
         self.coordinator.renew_ok = True
         self.assertGreater(channel.lease.epoch, first_epoch)
         self.assertEqual(self.engine.json_calls, 1)
+        self.assertFalse(self.engine.readers[0].stopped)
+
+    def test_refused_claim_on_our_own_lease_keeps_us_owner(self) -> None:
+        """A re-claim refused because this worker already holds the key does not make it a follower."""
+        from acetwist.interfaces import Lease
+
+        channel, sink = self.go_live()
+        self.coordinator.other_owner = Lease(self.coordinator.worker_id, 42)
+        self.clock.advance(self.settings.lease / 3)
+        self.assertEqual(channel.role, "owner")
+        self.assertEqual(channel.lease.epoch, 42)
         self.assertFalse(self.engine.readers[0].stopped)
 
     def test_lease_taken_by_another_worker_turns_the_owner_into_a_follower(self) -> None:
