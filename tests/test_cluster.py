@@ -171,10 +171,6 @@ class RedisOutageTests(ClusterTestCase):
         self.redis.start()
         mark = on_follower.received
         yield wait_for(reactor, lambda: on_follower.received > mark + 1_000_000, timeout=30)
-        import os
-        if os.environ.get("ACETWIST_DEBUG_CLUSTER"):
-            for w in (w1, w2):
-                open(f"/tmp/{w.name}.log", "wb").write(w.output)
         self.assertEqual(self.counters()["sessions_opened"], 1)
         self.assertFalse(on_owner.done.called)
         self.assertFalse(on_follower.done.called)
