@@ -42,6 +42,13 @@ class _AppCollector:
         yield errors
         yield CounterMetricFamily("acetwist_engine_json_calls", "Engine getstream calls", value=app.engine.json_calls)
         yield CounterMetricFamily("acetwist_engine_stop_calls", "Engine stop calls", value=app.engine.stop_calls)
+        stats = getattr(app.coordinator, "stats", None)
+        if stats is not None:
+            coord = GaugeMetricFamily("acetwist_coordinator", "Coordinator counters and gauges", labels=["name"])
+            for name, value in sorted(stats().items()):
+                if isinstance(value, (int, float)):
+                    coord.add_metric([name], value)
+            yield coord
 
 
 def render_metrics(app: Any) -> Tuple[bytes, str]:

@@ -258,6 +258,7 @@ class ProxyApp:
                 "engine_json_calls": self.engine.json_calls,
                 "engine_stop_calls": self.engine.stop_calls,
             },
+            "coordinator": dict(getattr(self.coordinator, "stats", dict)(), backend=getattr(self.coordinator, "backend", "")),
         }
 
     @app.route("/healthz", strict_slashes=False)

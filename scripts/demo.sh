@@ -10,7 +10,9 @@ ENGINE_PORT="${DEMO_ENGINE_PORT:-6878}"
 PROXY_PORT="${DEMO_PROXY_PORT:-8080}"
 TWISTD="$VENV/bin/twistd"
 
-"$TWISTD" -n --pidfile= acestream-engine-sim --listen "tcp:$ENGINE_PORT:interface=127.0.0.1" &
+# The simulator gets its own session so Ctrl-C reaches only the proxy, which
+# then stops its engine sessions cleanly before the simulator is stopped.
+setsid "$TWISTD" -n --pidfile= acestream-engine-sim --listen "tcp:$ENGINE_PORT:interface=127.0.0.1" &
 sim_pid=$!
 cleanup() { kill "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
