@@ -87,6 +87,7 @@ class Channel:
         self.on_canonical = on_canonical
         self.ring = TSRing(
             clock,
+            block_size=max(settings.block_size, 188),
             flush_interval=settings.block_flush,
             max_seconds=settings.ring_seconds,
             max_bytes=settings.ring_bytes,

@@ -166,6 +166,8 @@ OPTIONS: List[OptionSpec] = [
                "Recovery: deadline for data on each recovery attempt."),
     OptionSpec("ring-seconds", "10", _positive(parse_duration), "Seconds of stream history kept per channel."),
     OptionSpec("ring-bytes", "64MiB", parse_size, "Upper bound of the history kept per channel."),
+    OptionSpec("block-size", "64KiB", parse_size,
+               "Size of the blocks the stream is cut into (whole packets); larger blocks cost less CPU per byte."),
     OptionSpec("block-flush", "50ms", _positive(parse_duration),
                "A partial block is sent after this long, so low bitrates are not delayed."),
     OptionSpec("client-max-lag", "16MiB", parse_size,
@@ -208,6 +210,7 @@ class Settings:
     recovery_first_byte_timeout: float
     ring_seconds: float
     ring_bytes: int
+    block_size: int
     block_flush: float
     client_max_lag: int
     client_stall_timeout: float

@@ -101,12 +101,12 @@ def sleep(seconds: float) -> defer.Deferred[None]:
     return task.deferLater(reactor, seconds, lambda: None)
 
 
-async def run_one(clients: int, bitrate: int, seconds: float, joiners: int) -> Dict[str, Any]:
+async def run_one(clients: int, bitrate: int, seconds: float, joiners: int, proxy_args: List[str]) -> Dict[str, Any]:
     sim_port, proxy_port = free_port(), free_port()
     sim = twistd("acestream-engine-sim", "--listen", f"tcp:{sim_port}:interface=127.0.0.1",
                  "--bitrate", str(bitrate), "--prebuffer", "0.5", "--burst", "1")
     proxy = twistd("acestream-proxy", "--listen", f"tcp:{proxy_port}:interface=127.0.0.1",
-                   "--engine", f"http://127.0.0.1:{sim_port}", "--grace", "2")
+                   "--engine", f"http://127.0.0.1:{sim_port}", "--grace", "2", *proxy_args)
     try:
         await sleep(3.0)
         path = f"/ace/getstream?id={DEFAULT_CONTENTS[0].content_id}"
@@ -163,9 +163,10 @@ async def run_one(clients: int, bitrate: int, seconds: float, joiners: int) -> D
 
 
 async def main(args: argparse.Namespace) -> None:
-    print(f"fan-out benchmark: {os.cpu_count()} cores, bitrate {args.bitrate / 1e6:g} Mbit/s, {args.seconds:g} s")
+    print(f"fan-out benchmark: {os.cpu_count()} cores, bitrate {args.bitrate / 1e6:g} Mbit/s, {args.seconds:g} s,"
+          f" proxy options {' '.join(args.proxy_args) or '(defaults)'}")
     for clients in args.clients:
-        result = await run_one(clients, args.bitrate, args.seconds, args.joiners)
+        result = await run_one(clients, args.bitrate, args.seconds, args.joiners, args.proxy_args)
         print("  ".join(f"{k}={v}" for k, v in result.items()), flush=True)
 
 
@@ -175,6 +176,7 @@ def entry() -> None:
     parser.add_argument("--bitrate", type=int, default=8_000_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--joiners", type=int, default=20)
+    parser.add_argument("proxy_args", nargs="*", help="extra proxy options after --, e.g. -- --block-size 128KiB")
     args = parser.parse_args()
     failure: List[Any] = []
 
