@@ -6,8 +6,9 @@ import signal
 import sys
 from typing import Any
 
-from twisted.internet import protocol
+from twisted.internet import protocol, reactor
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.trial.unittest import TestCase
 
 from acetwist.testing import Player, fetch, wait_for
 from tests.integration import SimulatorProxyTestCase
@@ -107,3 +108,42 @@ def _kill(process: Any, watcher: _ProcessWatcher) -> Deferred[Any]:
     except Exception:
         pass
     return watcher.ended
+
+
+class StartupTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_busy_port_makes_twistd_exit_non_zero(self) -> Any:
+        """A proxy whose listening port is taken exits with a non-zero status instead of running deaf."""
+        import socket
+
+        from acetwist.testing import ProcessWorker
+
+        blocker = socket.socket()
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        self.addCleanup(blocker.close)
+        worker = ProcessWorker(reactor, "busy")
+        worker.port = blocker.getsockname()[1]
+        worker.url = f"http://127.0.0.1:{worker.port}"
+        self.addCleanup(worker.stop)
+        with self.assertRaises(RuntimeError):
+            yield worker.start()
+        code, sig = yield worker.ended
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"Address already in use", worker.output)
+
+    @inlineCallbacks
+    def test_bad_option_is_a_usage_error(self) -> Any:
+        """A bad option value stops twistd at start with a message naming the option."""
+        from acetwist.testing import ProcessWorker
+
+        worker = ProcessWorker(reactor, "bad", "--grace", "soon")
+        self.addCleanup(worker.stop)
+        with self.assertRaises(RuntimeError):
+            yield worker.start()
+        code, _ = yield worker.ended
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"--grace", worker.output)
