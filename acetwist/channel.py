@@ -122,6 +122,10 @@ class Channel:
         self._orphan_since: Optional[float] = None
         self._renewing = False
         self._reclaiming = False
+        #: bumped whenever the channel's upstream changes hands (role change,
+        #: adopted session, end): an engine reply for an older generation is stale
+        self._generation = 0
+        self._adopted_pending: Optional[EngineSession] = None
         self._follow_segment: Optional[int] = None
         self._follow_seq: Optional[int] = None
         self._stop_calls: List[Deferred[bool]] = []
@@ -157,8 +161,9 @@ class Channel:
             self.lingering = False
             self._cancel_grace()
             self.log.info("player returned to {key} during the grace period", key=self.key)
-        sink.start()
+        # recorded before start(): a sink that closes inside start() then leaves no ghost record
         self.coordinator.client_joined(self._record(sink, info))
+        sink.start()
 
     def remove_client(self, sink: Any, reason: str = "") -> None:
         info = self.sinks.pop(sink, None)
@@ -237,11 +242,17 @@ class Channel:
         self._fail(EngineError(503, f"cluster unavailable: {failure.getErrorMessage()}", retry_after=2))
 
     def _open_session(self, first: bool) -> None:
+        generation = self._generation
         d = self.engine.open_session(self.selector)
-        d.addCallbacks(lambda session: self._session_opened(session, first), lambda f: self._session_failed(f, first))
+        d.addCallbacks(
+            lambda session: self._session_opened(session, first, generation),
+            lambda f: self._session_failed(f, first, generation),
+        )
 
-    def _session_opened(self, session: EngineSession, first: bool) -> None:
-        if self._ended:
+    def _session_opened(self, session: EngineSession, first: bool, generation: Optional[int] = None) -> None:
+        stale = generation is not None and generation != self._generation
+        if self._ended or stale or self.lease is None:
+            # We ended, stopped owning the stream, or adopted another session meanwhile.
             self._stop_session(session)
             return
         self.session = session
@@ -254,15 +265,20 @@ class Channel:
                 if other is not None and other is not self:
                     self._hand_over(other, session)
                     return
+        self._adopted_pending = None
         if first:
             self.upstream = Upstream.PREBUFFERING
             self._first_byte_deadline_at = self.clock.seconds() + self.settings.first_byte_timeout
-            self._read(self.settings.first_byte_timeout)
-        else:
-            self._read(self.settings.recovery_first_byte_timeout)
+        # a new engine session prebuffers like the first one did: give it the full first-byte deadline
+        self._read(self.settings.first_byte_timeout)
 
-    def _session_failed(self, failure: Any, first: bool) -> None:
-        if self._ended:
+    def _session_failed(self, failure: Any, first: bool, generation: Optional[int] = None) -> None:
+        if self._ended or (generation is not None and generation != self._generation):
+            return
+        if self._adopted_pending is not None:
+            # Our own call failed, but another channel handed us a live session: use it.
+            session, self._adopted_pending = self._adopted_pending, None
+            self._session_opened(session, first)
             return
         error = failure.value if isinstance(failure.value, EngineError) else EngineError(502, failure.getErrorMessage())
         if first:
@@ -274,14 +290,27 @@ class Channel:
     # ------------------------------------------------------------ reading
 
     def _read(self, first_byte_timeout: float) -> None:
+        """Read the session's playback URL; there is never more than one reader."""
         assert self.session is not None
-        self.reader = self.engine.read(
+        if self.reader is not None:
+            self.reader.stop()
+            self.reader = None
+        mine: List[Any] = []
+
+        def on_end(end: PlaybackEnd) -> None:
+            if mine and mine[0] is not self.reader:
+                return  # a reader we already replaced
+            self._on_end(end)
+
+        reader = self.engine.read(
             self.session.playback_url,
             on_data=self._on_data,
-            on_end=self._on_end,
+            on_end=on_end,
             first_byte_timeout=first_byte_timeout,
             idle_timeout=self.settings.idle_timeout,
         )
+        mine.append(reader)
+        self.reader = reader
 
     def _on_data(self, data: bytes) -> None:
         if not self._ever_had_data:
@@ -368,18 +397,23 @@ class Channel:
         other.adopt_session(session)
         for sink, info in list(self.sinks.items()):
             del self.sinks[sink]
+            self.coordinator.client_left(self._record(sink, info))
             sink.rebind(other.ring, other.remove_client)
             other.add_client(sink, info)
         self._end(Upstream.STOPPED)
 
     def adopt_session(self, session: EngineSession) -> None:
         """Switch to C{session}, which replaced ours on the engine."""
-        if self.session is None:
-            # Our own JSON call is still in flight; its session will supersede this one.
+        if self._ended:
+            self._stop_session(session)
             return
-        if self.reader is not None:
-            self.reader.stop()
-            self.reader = None
+        if self.session is None:
+            # Our own JSON call is still in flight; its session will supersede this one,
+            # unless it fails: then this one is used.
+            self._adopted_pending = session
+            return
+        self._generation += 1  # a recovery call of ours still in flight is now stale
+        self._cancel_timers()  # and so are scheduled recovery rungs
         self.session = session
         self.sessions_opened += 1
         if self._ever_had_data:
@@ -455,6 +489,7 @@ class Channel:
         self._become_follower()
 
     def _become_follower(self) -> None:
+        self._generation += 1
         self.ring.flush()
         self.ring.discontinuity()
         self._follow_segment = None
@@ -589,6 +624,7 @@ class Channel:
 
     def _end(self, final: Upstream) -> None:
         self._ended = True
+        self._generation += 1
         self.upstream = final
         self.lingering = False
         self._cancel_grace()

@@ -9,6 +9,7 @@ error there, never a crash later.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
@@ -41,6 +42,8 @@ def parse_duration(text: str) -> float:
             pos = match.end()
         if pos != len(text) or not text:
             raise ConfigError(f"{text!r} is not a duration (examples: 15, 15s, 500ms, 1m)")
+    if not math.isfinite(value):
+        raise ConfigError(f"{text!r} is not a finite duration")
     if value < 0:
         raise ConfigError(f"{text!r}: a duration cannot be negative")
     return value
@@ -70,14 +73,20 @@ def parse_engine_url(text: str) -> str:
 
 
 def parse_redis_url(text: str) -> str:
-    parts = urlsplit(text.strip())
-    if parts.scheme != "redis" or not parts.hostname:
-        raise ConfigError(f"{text!r} is not a Redis URL like redis://127.0.0.1:6379/0")
+    """C{redis://[[user]:password@]host[:port][/db]}, checked by the Redis coordinator's own parser."""
+    from acetwist.coord.settings import parse_redis_url as parse
+
     try:
-        parts.port
+        parse(text)
     except ValueError as e:
-        raise ConfigError(f"{text!r}: {e}") from None
+        raise ConfigError(str(e)) from None
     return text.strip()
+
+
+def parse_prefix(text: str) -> str:
+    if not text or any(c in text for c in " \t\r\n*?[]"):
+        raise ConfigError(f"{text!r}: a key prefix must be non-empty, without blanks or glob characters")
+    return text
 
 
 def parse_listen(text: str) -> str:
@@ -143,7 +152,7 @@ OPTIONS: List[OptionSpec] = [
     OptionSpec("engine", "http://127.0.0.1:6878", parse_engine_url, "AceStream engine base URL."),
     OptionSpec("redis", None, parse_redis_url,
                "Redis URL (redis://host:port/db) shared by every acetwist worker; omit for a single process."),
-    OptionSpec("redis-prefix", "acetwist", _text, "Prefix of every Redis key acetwist writes."),
+    OptionSpec("redis-prefix", "acetwist", parse_prefix, "Prefix of every Redis key acetwist writes."),
     OptionSpec("worker-id", None, _text, "This worker's name in the cluster (default: hostname:pid)."),
     OptionSpec("lease", "3", _positive(parse_duration),
                "Ownership lease of a channel in Redis; a dead owner is replaced after about this long."),
@@ -235,6 +244,8 @@ def _acexy_engine(environ: Mapping[str, str]) -> Optional[str]:
     scheme = environ.get("ACEXY_SCHEME") or "http"
     host = environ.get("ACEXY_HOST") or "localhost"
     port = environ.get("ACEXY_PORT") or "6878"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
     return f"{scheme}://{host}:{port}"
 
 
@@ -266,7 +277,30 @@ def resolve(flags: Mapping[str, Optional[str]], environ: Mapping[str, str]) -> S
             values[spec.name.replace("-", "_")] = spec.parse(raw)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
-    return Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _check_together(settings)
+    return settings
+
+
+def _check_together(settings: "Settings") -> None:
+    """Limits between options: values that parse alone but would break the proxy later."""
+    problems = []
+    if settings.lease < 1:
+        problems.append("--lease must be at least 1 s (renewals happen every third of it)")
+    if settings.heartbeat < 0.1 or settings.heartbeat > 10:
+        problems.append("--heartbeat must be between 0.1 and 10 s (player records expire after 30 s)")
+    if settings.block_flush < 0.001:
+        problems.append("--block-flush must be at least 1ms")
+    if settings.block_size < 188:
+        problems.append("--block-size must hold at least one 188-byte packet")
+    if settings.ring_bytes < 4 * settings.block_size:
+        problems.append("--ring-bytes must hold at least four blocks (4 x --block-size)")
+    if settings.client_max_lag < settings.block_size:
+        problems.append("--client-max-lag must be at least one block (--block-size)")
+    if settings.write_batch < 188:
+        problems.append("--write-batch must hold at least one packet")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def option(name: str) -> OptionSpec:

@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from acetwist.channel import Channel, ClientInfo
 from acetwist.config import Settings
 from acetwist.registry import Registry
-from acetwist.upstream import EngineError, Selector
+from acetwist.upstream import EngineError, PlaybackEnd, Selector
 from tests.fakes import FakeCoordinator, FakeEngine, FakeSink, gop
 
 ID = "1" * 40
@@ -337,3 +337,71 @@ class ClusterTests(ChannelTestCase):
         self.clock.advance(self.settings.heartbeat)
         self.assertEqual([r.bytes_sent for r in self.coordinator.progress], [1000, 5000])
         self.assertEqual(self.coordinator.metadata[-1]["state"], "live")
+
+
+class ReviewRegressionTests(ChannelTestCase):
+    def test_engine_reply_after_losing_the_lease_is_stopped_not_read(self) -> None:
+        """A session the engine grants after this worker lost the stream to another is stopped, never read."""
+        from acetwist.interfaces import Lease
+
+        channel, sink = self.join()
+        self.coordinator.other_owner = Lease("other", 99)
+        self.clock.advance(self.settings.lease / 3)
+        self.assertEqual(channel.role, "follower")
+        self.engine.answer()
+        self.assertEqual(self.engine.readers, [])
+        self.assertEqual(self.engine.stopped, ["pid-0"])
+
+    def test_adopted_session_cancels_pending_recovery_and_keeps_one_reader(self) -> None:
+        """Adopting a handed-over session cancels scheduled recovery rungs, so exactly one reader stays active."""
+        by_hash, _ = self.join("infohash", "ab" * 20)
+        self.engine.answer(0, infohash="ab" * 20)
+        self.engine.readers[0].feed(gop(0))
+        self.clock.advance(0.1)
+        self.engine.readers[0].end("superseded")  # schedules a re-read in 1 s
+        self.join("id", ID)
+        self.engine.answer(1, infohash="ab" * 20)  # the id channel hands over
+        self.clock.advance(5)
+        active = [r for r in self.engine.readers if not r.stopped]
+        self.assertEqual(len(active), 1)
+        self.assertEqual(active[0].url, self.engine.session(1).playback_url)
+
+    def test_stale_reader_end_is_ignored(self) -> None:
+        """An end reported by a reader that was already replaced changes nothing."""
+        channel, sink = self.go_live()
+        first = self.engine.readers[0]
+        channel._read(5.0)
+        first.on_end(PlaybackEnd("late", 10))
+        self.assertEqual(channel.state, "live")
+        self.assertIs(channel.reader, self.engine.readers[1])
+
+    def test_sink_closing_during_start_leaves_no_ghost_record(self) -> None:
+        """A player that is gone before its sink starts is recorded as joined, then left: never a ghost."""
+        channel = self.registry.channel_for(Selector("id", ID))
+        sink = FakeSink()
+        sink.on_close = channel.remove_client
+        sink.start = sink.leave  # type: ignore[method-assign]
+        channel.add_client(sink, ClientInfo("ghost", "127.0.0.1", "t", 0))
+        self.assertEqual([r.client_id for r in self.coordinator.joined], ["ghost"])
+        self.assertEqual([r.client_id for r in self.coordinator.left], ["ghost"])
+
+    def test_handover_moves_player_records_to_the_surviving_key(self) -> None:
+        """Players handed to another channel leave the old stream key's records and join the new one's."""
+        self.join("infohash", "ab" * 20)
+        self.engine.answer(0, infohash="ab" * 20)
+        self.join("id", ID)
+        self.engine.answer(1, infohash="ab" * 20)
+        left = [(r.client_id, r.stream_key) for r in self.coordinator.left]
+        self.assertIn(("c", f"id:{ID}"), left)
+        joined_keys = [r.stream_key for r in self.coordinator.joined]
+        self.assertEqual(joined_keys.count(f"infohash:{'ab' * 20}"), 2)
+
+    def test_handed_session_is_used_if_our_own_call_fails(self) -> None:
+        """A session handed over while our own engine call is pending is used if that call fails."""
+        by_id, id_sink = self.join("id", ID)
+        by_hash, hash_sink = self.join("infohash", "ab" * 20)
+        self.engine.answer(0, infohash="ab" * 20)  # id channel hands over to the pending infohash channel
+        self.engine.refuse(EngineError(503, "busy"), 1)
+        self.assertIsNone(hash_sink.error)
+        self.assertEqual(by_hash.session.pid, "pid-0")
+        self.assertEqual(self.engine.readers[-1].url, self.engine.session(0).playback_url)

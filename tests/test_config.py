@@ -16,7 +16,7 @@ class ParserTests(SynchronousTestCase):
 
     def test_bad_durations_are_refused(self) -> None:
         """Words, trailing junk, and negatives are errors, not zero."""
-        for text in ("soon", "10x", "", "-3", "1m foo"):
+        for text in ("soon", "10x", "", "-3", "1m foo", "nan", "inf"):
             self.assertRaises(ConfigError, parse_duration, text)
 
     def test_sizes(self) -> None:
@@ -84,3 +84,16 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options.settings.grace, 2)
         self.assertEqual(options.settings.token, "s3cret")
         self.assertEqual(options.settings.listen, "tcp:0:interface=127.0.0.1")
+
+
+class LimitsTests(SynchronousTestCase):
+    def test_values_that_would_break_later_are_refused_at_start(self) -> None:
+        """Options that parse alone but break the proxy later (tiny ring, sub-second lease, ...) are usage errors."""
+        for flags in ({"ring-bytes": "1KiB"}, {"lease": "0.01"}, {"heartbeat": "60"}, {"block-flush": "0"},
+                      {"client-max-lag": "100"}, {"redis-prefix": "a*b"}, {"redis": "redis://h:6379/zero"},
+                      {"grace": "nan"}):
+            self.assertRaises(ConfigError, resolve, flags, {})
+
+    def test_acexy_ipv6_engine_host_is_bracketed(self) -> None:
+        """ACEXY_HOST=::1 builds a valid engine URL."""
+        self.assertEqual(resolve({}, {"ACEXY_HOST": "::1"}).engine, "http://[::1]:6878")
