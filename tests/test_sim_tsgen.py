@@ -1,6 +1,7 @@
 """Tests for acetwist.sim.tsgen: the repeatable GOP template and its cost."""
 
 import time
+from unittest import mock
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -114,6 +115,138 @@ class TemplateTests(SynchronousTestCase):
         """Junk bytes never contain 0x47."""
         self.assertNotIn(b"\x47", tsgen.junk(1000))
         self.assertEqual(len(tsgen.junk(13)), 13)
+
+
+def pes_units(template: GopTemplate, data: bytes, first: int = 0):
+    """
+    {pid: [(packet index, PCR of that packet, PES bytes)]} for the video and
+    audio PIDs of C{data}, which starts at stream packet C{first}.
+    """
+    units = {tsgen.VIDEO_PID: [], tsgen.AUDIO_PID: []}
+    for offset, packet in enumerate(packets_of(data)):
+        pid = ts.packet_pid(packet)
+        if pid not in units:
+            continue
+        if ts.payload_unit_start(packet):
+            units[pid].append([first + offset, template.pcr_of(first + offset), b""])
+        if units[pid]:
+            units[pid][-1][2] += ts.payload(packet)
+    return {pid: [tuple(unit) for unit in found] for pid, found in units.items()}
+
+
+def pts_of(pes: bytes) -> int:
+    """The PTS (90 kHz) of a PES packet whose PTS_DTS_flags are '10'."""
+    assert pes[:3] == b"\x00\x00\x01" and pes[7] == 0x80 and pes[8] == 5, pes[:9].hex()
+    b = pes[9:14]
+    assert b[0] & 0xF1 == 0x21 and b[2] & 1 and b[4] & 1, b.hex()
+    return ((b[0] >> 1) & 0x07) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1
+
+
+def nal_types(access_unit: bytes):
+    return [nal[0] & 0x1F for nal in access_unit.split(b"\x00\x00\x00\x01") if nal]
+
+
+def without_filler(access_unit: bytes) -> bytes:
+    nals = [nal for nal in access_unit.split(b"\x00\x00\x00\x01") if nal and nal[0] & 0x1F != 12]
+    return b"".join(b"\x00\x00\x00\x01" + nal for nal in nals)
+
+
+class PictureTests(SynchronousTestCase):
+    """The payloads: the H.264 test card and silent AAC, with PTSs that advance with the PCR."""
+
+    def test_the_test_card_is_one_idr_then_p_frames(self) -> None:
+        """The asset holds 250 access units (10 s at 25 fps): an IDR with SPS and PPS, then non-IDR slices."""
+        card = tsgen.testcard()
+        self.assertEqual(len(card), 250)
+        self.assertEqual(nal_types(card[0])[0], 9)
+        self.assertTrue({7, 8, 5} <= set(nal_types(card[0])))
+        for unit in card[1:]:
+            self.assertEqual(nal_types(unit), [9, 1])
+
+    def test_pts_advance_across_repetitions(self) -> None:
+        """Every video and audio PES has a PTS; they rise by exactly one GOP per repetition and lie ahead of the PCR."""
+        for bitrate, gop in [(4_000_000, 1.0), (1_000_000, 0.5), (8_000_000, 2.0), (4_000_000, 0.3)]:
+            template = GopTemplate(bitrate, gop)
+            self.assertTrue(template.picture)
+            gops, first = 4, template.packets * 5
+            units = pes_units(template, template.read(first, template.packets * gops), first)
+            gop_pts = template.gop_ticks / 300
+            for pid, stream_id in ((tsgen.VIDEO_PID, 0xE0), (tsgen.AUDIO_PID, 0xC0)):
+                found = units[pid]
+                self.assertEqual(len(found) % gops, 0)
+                per_gop = len(found) // gops
+                stamps = []
+                for index, pcr, pes in found:
+                    self.assertEqual(pes[3], stream_id)
+                    pts = pts_of(pes)
+                    stamps.append(pts)
+                    # presented after it has arrived, and not absurdly later
+                    self.assertGreater(pts * 300, pcr)
+                    self.assertLess(pts * 300 - pcr, 27_000_000)
+                self.assertEqual(stamps, sorted(set(stamps)))
+                for a, b in zip(stamps, stamps[per_gop:]):
+                    self.assertLessEqual(abs(b - a - gop_pts), 1, (pid, gop))
+            video = [pts_of(pes) for _, _, pes in units[tsgen.VIDEO_PID]]
+            for a, b in zip(video, video[1:]):
+                self.assertLessEqual(abs(b - a - gop_pts / template.frames), 1)
+            # the first frame of a GOP is shown pts_delay after the GOP's first packet
+            self.assertEqual(video[0], (5 * template.gop_ticks + template.pts_delay) // 300)
+
+    def test_each_gop_carries_the_test_card(self) -> None:
+        """A GOP's video PES packets are the test card's first frames (plus filler NAL units), the first an IDR at the random-access point."""
+        template = GopTemplate(4_000_000, 1.0)
+        first = template.packets * 2
+        data = template.read(first, template.packets)
+        video = pes_units(template, data, first)[tsgen.VIDEO_PID]
+        self.assertEqual(video[0][0], first + 2)
+        self.assertTrue(ts.random_access(packets_of(data)[2]))
+        self.assertEqual([without_filler(pes[14:]) for _, _, pes in video], list(tsgen.testcard()[:25]))
+        for _, _, pes in video:
+            self.assertEqual(pes[4:6], b"\x00\x00")  # unbounded, as video PES in TS may be
+
+    def test_audio_is_whole_silent_aac_frames(self) -> None:
+        """Audio PES packets hold whole ADTS frames: as many per GOP as fit in it at 48 kHz."""
+        for gop, frames in [(1.0, 46), (0.5, 23), (2.0, 93), (0.2, 9)]:
+            template = GopTemplate(4_000_000, gop)
+            audio = pes_units(template, template.data)[tsgen.AUDIO_PID]
+            total = 0
+            for _, _, pes in audio:
+                self.assertEqual(int.from_bytes(pes[4:6], "big"), len(pes) - 6)
+                body = pes[14:]
+                count, rest = divmod(len(body), len(tsgen.SILENT_AAC_FRAME))
+                self.assertEqual((rest, body), (0, tsgen.SILENT_AAC_FRAME * count))
+                total += count
+            self.assertEqual(total, frames)
+
+    def test_below_the_picture_bitrate_the_stream_keeps_its_structure(self) -> None:
+        """Below picture_bitrate the video is bare delimiters, still a valid stream with PTSs; at it, the test card."""
+        for gop in (0.5, 1.0, 2.0):
+            low = tsgen.picture_bitrate(gop)
+            self.assertTrue(GopTemplate(low, gop).picture)
+            # two packets per GOP fewer
+            self.assertFalse(GopTemplate(low - round(2 * tsgen.PACKET_BITS / gop), gop).picture)
+        template = GopTemplate(100_000, 1.0)
+        self.assertFalse(template.picture)
+        self.assertIn("bitrate below", template.no_picture)
+        TemplateTests.check(self, 100_000, 1.0)
+        for _, _, pes in pes_units(template, template.data)[tsgen.VIDEO_PID]:
+            pts_of(pes)
+
+    def test_without_the_asset_there_is_no_picture(self) -> None:
+        """A missing test card is not fatal: the stream is built without a picture and says why."""
+        tsgen.testcard.cache_clear()
+        self.addCleanup(tsgen.testcard.cache_clear)
+        with mock.patch.object(tsgen, "TESTCARD", "missing.h264"):
+            template = GopTemplate(4_000_000, 1.0)
+        self.assertFalse(template.picture)
+        self.assertIn("missing", template.no_picture)
+
+    def test_patched_fields_match_a_fresh_build(self) -> None:
+        """A later GOP equals GOP 0 except in its PCR and PTS fields."""
+        template = GopTemplate(2_000_000, 1.0)
+        zero, later = template.data, template.read(template.packets * 1000, template.packets)
+        changed = {i // ts.PACKET_SIZE for i in range(len(zero)) if zero[i] != later[i]}
+        self.assertLessEqual(changed, set(template.pcr_slots) | set(template.pts_slots))
 
 
 class CostTests(SynchronousTestCase):

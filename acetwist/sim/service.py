@@ -147,6 +147,11 @@ class SimulatorService(service.MultiService):
         self.log.info("AceStream engine simulator on {listen}: bitrate={bitrate} prebuffer={prebuffer}s "
                       "burst={burst}s gop={gop}s idle_timeout={idle}s", listen=config.listen, bitrate=config.bitrate,
                       prebuffer=config.prebuffer, burst=config.burst, gop=config.gop, idle=config.idle_timeout)
+        template = self.engine.template
+        if template.picture:
+            self.log.info("stream: H.264 test card 640x360 at 25 fps and silent AAC, padded to the bitrate")
+        else:
+            self.log.warn("stream: no picture, {why}", why=template.no_picture)
         for content in config.contents:
             self.log.info("content {name}: id={content_id} infohash={infohash}", name=content.name,
                           content_id=content.content_id, infohash=content.infohash)
