@@ -11,7 +11,6 @@ continuity counters. Nothing in this module touches the reactor.
 
 from __future__ import annotations
 
-import zlib
 from typing import Dict, Iterator, List, Optional, Tuple
 
 PACKET_SIZE = 188

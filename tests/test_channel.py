@@ -1,7 +1,5 @@
 """Channel state machine on task.Clock, with a hand-driven engine and recording sinks."""
 
-from typing import Any, List, Optional
-
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 

@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 
 from acetwist.coord.memory import MemoryCluster, MemoryCoordinator
 from acetwist.coord.settings import CoordSettings
-from acetwist.interfaces import Block, ClientRecord, ICoordinator, IFollower, Lease
+from acetwist.interfaces import Block, ClientRecord, ICoordinator, IFollower
 
 #: Short timings so that expiry can be observed in tests (seconds; the lease is 300 ms).
 TIMINGS = dict(

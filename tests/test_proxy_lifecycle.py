@@ -1,6 +1,5 @@
 """Sessions are released: one stop after the grace period, reuse during it, and a clean SIGTERM."""
 
-import json
 import os
 import signal
 import sys
@@ -10,7 +9,7 @@ from twisted.internet import protocol, reactor
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from acetwist.testing import Player, fetch, wait_for
+from acetwist.testing import Player, wait_for
 from tests.integration import SimulatorProxyTestCase
 
 

@@ -277,7 +277,7 @@ class StopTests(LoopbackTestCase):
         reader = yield self.raw_get(self.content_path())
         self.sim.engine.set_fault("stall", content=B)
         held = yield self.raw_get(f"/ace/getstream?id={B.content_id}&format=json")
-        idle = yield self.raw_get(f"/webui/api/service?method=get_version")
+        idle = yield self.raw_get("/webui/api/service?method=get_version")
         yield wait_until(lambda: len(reader.data) > 10_000 and len(idle.data) > 0)
         yield self.sim.stop()
         for client in (reader, held, idle):

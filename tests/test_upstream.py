@@ -1,6 +1,6 @@
 """The playback reader's deadlines and outcomes, on task.Clock with a hand-driven agent."""
 
-from typing import Any, List, Optional
+from typing import Any, List
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError

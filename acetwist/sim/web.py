@@ -403,17 +403,24 @@ class EngineResource(resource.Resource):
         elif not request._disconnected:
             request.transport.abortConnection()
 
+    async def _gated_session(self, request: server.Request, hold: RequestHold, infohash: str, token: str,
+                             find: Callable[[str, str], Optional[Session]]) -> Optional[Session]:
+        """Pass the engine's gates (stall, down, ...) and find the session a URL names; None when answered already."""
+        hold.content = self.engine.catalog.by_infohash(infohash)
+        if not await self._gate(request, hold.content):
+            return None
+        session = find(infohash, token)
+        if session is None:
+            self._gone(request, token)
+        return session
+
     async def _playback(self, request: server.Request, hold: RequestHold, infohash: str, token: str) -> None:
         """C{/ace/r/<ih>/<token>}: no headers until the session is ready, then a 302 to the bytes."""
         arrived = self.clock.seconds()
         self.counters.add("playback_gets")
         engine = self.engine
-        hold.content = engine.catalog.by_infohash(infohash)
-        if not await self._gate(request, hold.content):
-            return
-        session = engine.find_session(infohash, token)
+        session = await self._gated_session(request, hold, infohash, token, engine.find_session)
         if session is None:
-            self._gone(request, token)
             return
         error = engine.fault("http_error", session.content)
         if error is not None:
@@ -451,12 +458,8 @@ class EngineResource(resource.Resource):
             location = f"{base_url(request)}/content/{infohash}/{key}"
             _redirect(request, location + (f"?hop={int(hop) - 1}" if int(hop) > 1 else ""))
             return
-        hold.content = engine.catalog.by_infohash(infohash)
-        if not await self._gate(request, hold.content):
-            return
-        session = engine.find_session_by_key(infohash, key)
+        session = await self._gated_session(request, hold, infohash, key, engine.find_session_by_key)
         if session is None:
-            self._gone(request, key)
             return
         if session.stream_reader is not None:
             self.counters.add("concurrent_reader_rejections")
@@ -485,12 +488,8 @@ class EngineResource(resource.Resource):
     async def _playlist(self, request: server.Request, hold: RequestHold, infohash: str, token: str) -> None:
         self.counters.add("hls_playlist_gets")
         engine = self.engine
-        hold.content = engine.catalog.by_infohash(infohash)
-        if not await self._gate(request, hold.content):
-            return
-        session = engine.find_session(infohash, token)
+        session = await self._gated_session(request, hold, infohash, token, engine.find_session)
         if session is None:
-            self._gone(request, token)
             return
         hold.session = session
         session.add_hold(hold)
