@@ -84,8 +84,13 @@ def parse_redis_url(text: str) -> str:
 
 
 def parse_prefix(text: str) -> str:
-    if not text or any(c in text for c in " \t\r\n*?[]"):
-        raise ConfigError(f"{text!r}: a key prefix must be non-empty, without blanks or glob characters")
+    """A Redis key prefix, checked by the coordinator's own rule."""
+    from acetwist.coord.settings import check_prefix
+
+    try:
+        check_prefix(text)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return text
 
 

@@ -17,9 +17,14 @@ def _positive(instance: Any, attribute: "attr.Attribute[Any]", value: Any) -> No
         raise ValueError(f"{attribute.name} must be > 0, not {value!r}")
 
 
-def _prefix(instance: Any, attribute: "attr.Attribute[Any]", value: str) -> None:
+def check_prefix(value: str) -> None:
+    """A key prefix is non-empty, without blanks or glob characters (it is used in SCAN patterns)."""
     if not value or any(c in value for c in " \t\r\n*?[]"):
         raise ValueError(f"prefix must be non-empty, without blanks or glob characters, not {value!r}")
+
+
+def _prefix(instance: Any, attribute: "attr.Attribute[Any]", value: str) -> None:
+    check_prefix(value)
 
 
 @attr.s(frozen=True, auto_attribs=True, kw_only=True)

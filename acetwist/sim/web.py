@@ -404,15 +404,31 @@ class EngineResource(resource.Resource):
             request.transport.abortConnection()
 
     async def _gated_session(self, request: server.Request, hold: RequestHold, infohash: str, token: str,
-                             find: Callable[[str, str], Optional[Session]]) -> Optional[Session]:
-        """Pass the engine's gates (stall, down, ...) and find the session a URL names; None when answered already."""
+                             find: Optional[Callable[[str, str], Optional[Session]]] = None,
+                             gone: Optional[Callable[[], None]] = None) -> Optional[Session]:
+        """
+        Pass the engine's gates (stall, down, ...) and find the session a URL
+        names (C{find}, default by token); None when the request was answered
+        already (C{gone} answers an unknown session, default as a playback URL).
+        """
         hold.content = self.engine.catalog.by_infohash(infohash)
         if not await self._gate(request, hold.content):
             return None
-        session = find(infohash, token)
+        session = (find or self.engine.find_session)(infohash, token)
         if session is None:
-            self._gone(request, token)
+            if gone is not None:
+                gone()
+            else:
+                self._gone(request, token)
         return session
+
+    def _unknown_session(self, request: server.Request, *counters: str) -> Callable[[], None]:
+        def answer() -> None:
+            for name in counters:
+                self.counters.add(name)
+            reply_json(request, {"response": None, "error": UNKNOWN_SESSION})
+
+        return answer
 
     async def _playback(self, request: server.Request, hold: RequestHold, infohash: str, token: str) -> None:
         """C{/ace/r/<ih>/<token>}: no headers until the session is ready, then a 302 to the bytes."""
@@ -535,13 +551,9 @@ class EngineResource(resource.Resource):
     async def _stat(self, request: server.Request, hold: RequestHold, infohash: str, token: str) -> None:
         self.counters.add("stat_calls")
         engine = self.engine
-        hold.content = engine.catalog.by_infohash(infohash)
-        if not await self._gate(request, hold.content):
-            return
-        session = engine.find_session(infohash, token)
+        session = await self._gated_session(request, hold, infohash, token,
+                                            gone=self._unknown_session(request, "stats_unknown"))
         if session is None:
-            self.counters.add("stats_unknown")
-            reply_json(request, {"response": None, "error": UNKNOWN_SESSION})
             return
         skip = _args(request).get("skip_player_activity", "0").lower() in ("1", "true", "yes")
         if engine.config.stat_keeps_alive and not skip:
@@ -555,14 +567,10 @@ class EngineResource(resource.Resource):
         if method == "stop":
             self.counters.add("stop_calls")
         engine = self.engine
-        hold.content = engine.catalog.by_infohash(infohash)
-        if not await self._gate(request, hold.content):
-            return
-        session = engine.find_session(infohash, token)
+        unknown = ("stops_unknown",) if method == "stop" else ()
+        session = await self._gated_session(request, hold, infohash, token,
+                                            gone=self._unknown_session(request, *unknown))
         if session is None:
-            if method == "stop":
-                self.counters.add("stops_unknown")
-            reply_json(request, {"response": None, "error": UNKNOWN_SESSION})
             return
         ok = {"response": "ok", "error": None}
         if method == "stop":
