@@ -79,6 +79,10 @@ class ICoordinator(Interface):
     """
 
     worker_id = Attribute("This process's worker id (str).")
+    reclaim_margin = Attribute(
+        "Seconds a live owner may need, beyond a renew interval, to notice that its lease vanished and claim it"
+        " again (float); a follower waits longer than that before taking over."
+    )
 
     def start() -> Optional[Deferred[None]]:
         """Begin heartbeats and whatever background work the coordinator needs."""
@@ -144,15 +148,39 @@ class ICoordinator(Interface):
         """Workers, streams with owner/epoch/metadata, and every worker's players."""
 
 
+class ISink(Interface):
+    """One player's connection as a channel sees it."""
+
+    bytes_sent = Attribute("Bytes written to the player so far (int).")
+    skips = Attribute("Times the player fell too far behind and skipped ahead (int).")
+    lag_bytes = Attribute("Bytes the player is behind the newest block (int).")
+    paused = Attribute("The player's socket is full (bool).")
+    started = Attribute("The player got its first byte (bool).")
+    done = Attribute("Deferred that fires when the stream ends (errbacks before the first byte on a failure).")
+
+    def start() -> None:
+        """Begin: position at the newest keyframe, or wait for one."""
+
+    def wake() -> None:
+        """A new block is in the ring."""
+
+    def finish() -> None:
+        """End the stream cleanly."""
+
+    def fail(error: Exception) -> None:
+        """End with C{error}: an HTTP error before the first byte, an aborted connection after it."""
+
+    def rebind(ring: Any, on_close: Callable[[Any, str], None]) -> None:
+        """Read another channel's ring from now on, and report the end there."""
+
+
 class IStreamSource(Interface):
     """Where a channel's bytes come from: the engine, or another worker's mirror."""
+
+    phase = Attribute("C{starting}, C{prebuffering}, C{live} or C{recovering} (str).")
 
     def start() -> None:
         """Begin delivering data to the channel."""
 
-    def stop() -> Deferred[None]:
-        """Stop delivering; release what the source holds (engine session, follower)."""
-
-
-StatusDict = Dict[str, Any]
-StatusList = List[StatusDict]
+    def stop() -> None:
+        """Stop delivering, cancelling whatever the source is waiting for; nothing is delivered after this."""

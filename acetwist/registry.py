@@ -1,4 +1,3 @@
-# -*- test-case-name: tests.test_registry -*-
 """Stream key -> Channel, single-flight: every request for a key shares one channel."""
 
 from __future__ import annotations
@@ -6,23 +5,36 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IRequest
 
-from acetwist.channel import Channel
-from acetwist.upstream import EngineError, Selector
+from acetwist.channel import Channel, ClientInfo, new_client_id
+from acetwist.errors import EngineError, ErrorKind
+from acetwist.interfaces import ISink
+from acetwist.ring import TSRing
+from acetwist.upstream import EngineSession, Selector
+
+#: makes a player's sink: (request, ring to read, who to tell when it closes)
+SinkFactory = Callable[[IRequest, TSRing, Callable[[ISink, str], None]], ISink]
 
 
 class Registry:
     """
-    Finds or creates the channel for a selector. A channel is registered
-    under the key it was asked by (C{id:...} or C{infohash:...}) and, once
-    the engine names its infohash, under C{infohash:...} too, so the same
-    stream asked by content id and by infohash is one channel.
+    Finds or creates the channel for a selector, and wires players to it. A
+    channel is registered under the key it was asked by (C{id:...} or
+    C{infohash:...}) and, once the engine names its infohash, under
+    C{infohash:...} too, so the same stream asked by content id and by
+    infohash is one channel.
     """
 
-    def __init__(self, make_channel: Callable[[Selector, "Registry"], Channel], *, max_channels: int = 0) -> None:
+    def __init__(self, make_channel: Callable[[Selector, "Registry"], Channel], *, clock: IReactorTime,
+                 make_sink: Optional[SinkFactory] = None, max_channels: int = 0, max_clients: int = 0) -> None:
         self._make_channel = make_channel
+        self._make_sink = make_sink
         self._by_key: Dict[str, Channel] = {}
+        self.clock = clock
         self.max_channels = max_channels
+        self.max_clients = max_clients
 
     def channels(self) -> List[Channel]:
         """Every live channel, once each."""
@@ -31,6 +43,9 @@ class Registry:
             if channel.alive:
                 seen.setdefault(id(channel), channel)
         return list(seen.values())
+
+    def client_count(self) -> int:
+        return sum(len(channel.sinks) for channel in self.channels())
 
     def get(self, key: str) -> Optional[Channel]:
         channel = self._by_key.get(key)
@@ -42,28 +57,54 @@ class Registry:
         if existing is not None:
             return existing
         if self.max_channels and len(self.channels()) >= self.max_channels:
-            raise EngineError(503, f"channel limit ({self.max_channels}) reached", retry_after=10)
+            raise EngineError(503, f"channel limit ({self.max_channels}) reached", retry_after=10, kind=ErrorKind.LIMIT)
         channel = self._make_channel(selector, self)
         self._by_key[selector.key] = channel
         return channel
 
-    def canonical(self, channel: Channel, key: str) -> Optional[Channel]:
+    def join(self, selector: Selector, request: IRequest) -> ISink:
         """
-        C{channel}'s stream is also known as C{key}. Returns the other live
-        channel already registered there, or registers C{channel} and
-        returns None.
+        Attach the player behind C{request} to C{selector}'s channel (started
+        if new) and return its sink. Raises L{EngineError} when a limit is reached.
+        """
+        assert self._make_sink is not None, "a registry that joins players needs make_sink"
+        if self.max_clients and self.client_count() >= self.max_clients:
+            raise EngineError(503, f"player limit ({self.max_clients}) reached", retry_after=10, kind=ErrorKind.LIMIT)
+        channel = self.channel_for(selector)
+        sink = self._make_sink(request, channel.ring, channel.remove_client)
+        address = request.getClientAddress()
+        info = ClientInfo(
+            client_id=new_client_id(),
+            ip=getattr(address, "host", str(address)),
+            user_agent=(request.getHeader(b"user-agent") or b"").decode("utf-8", "replace"),
+            connected_at=self.clock.seconds(),
+        )
+        channel.add_client(sink, info)
+        channel.start()
+        return sink
+
+    def canonical(self, channel: Channel, key: str, session: EngineSession) -> bool:
+        """
+        C{channel}'s new C{session} says its stream is also known as C{key}.
+        If another live channel serves C{key}, our JSON call has superseded
+        that channel's session: it adopts C{session}, C{channel}'s players
+        move to it, C{channel} ends, and True is returned. Otherwise
+        C{channel} is registered under C{key} too.
         """
         other = self.get(key)
-        if other is not None and other is not channel:
-            self._by_key[channel.key] = other
-            return other
-        self._by_key[key] = channel
-        return None
+        if other is None or other is channel:
+            self._by_key[key] = channel
+            return False
+        self._by_key[channel.key] = other
+        other.adopt_session(session)
+        channel.hand_players_to(other)
+        channel.handed_over()
+        return True
 
     def forget(self, channel: Channel) -> None:
         for key in [k for k, v in self._by_key.items() if v is channel]:
             del self._by_key[key]
 
-    def stop_all(self, reason: str = "shutting down") -> Deferred[None]:
+    def stop_all(self, reason: str = "shutting down") -> "Deferred[None]":
         stops = [channel.stop(reason) for channel in self.channels()]
         return DeferredList(stops).addCallback(lambda _: None)

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
+from twisted.web.iweb import IRequest
 
 from acetwist.channel import Channel
 from acetwist.config import Settings
 from acetwist.coord.memory import MemoryCoordinator
 from acetwist.coord.settings import CoordSettings
-from acetwist.interfaces import ICoordinator
+from acetwist.interfaces import ICoordinator, ISink
+from acetwist.ring import TSRing
+from acetwist.sink import ClientSink
 from acetwist.registry import Registry
 from acetwist.upstream import EngineClient, Selector
 from acetwist.web import ProxyApp
@@ -61,7 +64,8 @@ class ProxyService(Service):
             stop_timeout=settings.stop_timeout,
         )
         self.coordinator = coordinator or make_coordinator(settings, reactor, self.worker_id)
-        self.registry = Registry(self._make_channel, max_channels=settings.max_channels)
+        self.registry = Registry(self._make_channel, clock=reactor, make_sink=self._make_sink,
+                                 max_channels=settings.max_channels, max_clients=settings.max_clients)
         self.app = ProxyApp(self.registry, settings, reactor, self.coordinator, self.engine)
 
     def _make_channel(self, selector: Selector, registry: Registry) -> Channel:
@@ -73,6 +77,17 @@ class ProxyService(Service):
             coordinator=self.coordinator,
             on_gone=registry.forget,
             on_canonical=registry.canonical,
+        )
+
+    def _make_sink(self, request: IRequest, ring: TSRing, on_close: Callable[[ISink, str], None]) -> ISink:
+        return ClientSink(
+            request,
+            ring,
+            self.reactor,
+            max_lag_bytes=self.settings.client_max_lag,
+            stall_timeout=self.settings.client_stall_timeout,
+            write_batch=self.settings.write_batch,
+            on_close=on_close,
         )
 
     def startService(self) -> None:

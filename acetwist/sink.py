@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from acetwist.interfaces import ISink
 from acetwist.ring import TSRing
 
 _MISSING = object()
@@ -38,7 +39,7 @@ def _ignore(sink: "ClientSink", reason: str) -> None:
     """The default C{on_close}: nobody to tell."""
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, ISink)
 class ClientSink:
     """
     Streams a channel's ring to one player with per-client backpressure.

@@ -27,23 +27,9 @@ from twisted.web.client import Agent, HTTPConnectionPool, RedirectAgent, Respons
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
+from acetwist.errors import EngineError, ErrorKind
+
 USER_AGENT = b"acetwist"
-
-
-class EngineError(Exception):
-    """
-    The engine could not give us a stream. C{status} is what a waiting player
-    gets (502 engine error, 503 engine unreachable, 504 engine too slow).
-    """
-
-    def __init__(self, status: int, message: str, retry_after: Optional[int] = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-
-    def __repr__(self) -> str:
-        return f"EngineError({self.status}, {self.message!r})"
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -374,9 +360,10 @@ class PlaybackReader:
             return
         if response.code != 200:
             status = 503 if response.code == 503 else 502
+            kind = ErrorKind.GONE if 400 <= response.code < 500 else None
             self._end(f"engine playback answered HTTP {response.code}",
                       EngineError(status, f"engine playback answered HTTP {response.code}",
-                                  retry_after=5 if status == 503 else None))
+                                  retry_after=5 if status == 503 else None, kind=kind))
             response.deliverBody(_Discard())
             return
         self._body = _BodyReader(self)
@@ -407,7 +394,7 @@ class PlaybackReader:
         assert self.last_data_at is not None
         quiet = self.clock.seconds() - self.last_data_at
         if quiet >= self.idle_timeout:
-            self._end(f"no data for {quiet:.1f} s", EngineError(504, "engine stream went idle"))
+            self._end(f"no data for {quiet:.1f} s", EngineError(504, "engine stream went idle", kind=ErrorKind.IDLE))
             self._abort()
         else:
             self._timer = self.clock.callLater(self.idle_timeout - quiet, self._idle_check)
@@ -422,7 +409,7 @@ class PlaybackReader:
 
     def _finish(self, reason: str) -> None:
         if self.bytes_read == 0:
-            self._end(reason, EngineError(502, "engine ended the stream before any data"))
+            self._end(reason, EngineError(502, "engine ended the stream before any data", kind=ErrorKind.EMPTY))
         else:
             self._end(reason, None)
 

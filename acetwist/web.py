@@ -23,11 +23,9 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from acetwist import __version__
-from acetwist.channel import ClientInfo, new_client_id
 from acetwist.config import Settings
 from acetwist.metrics import render_metrics
 from acetwist.registry import Registry
-from acetwist.sink import ClientSink
 from acetwist.upstream import EngineError, Selector
 
 HEX40 = re.compile(r"[0-9a-fA-F]{40}")
@@ -131,9 +129,6 @@ class ProxyApp:
         self.errors[status] = self.errors.get(status, 0) + 1
         return error_body(request, status, message, retry_after)
 
-    def _client_count(self) -> int:
-        return sum(len(channel.sinks) for channel in self.registry.channels())
-
     # ---------------------------------------------------------- player API
 
     @app.route("/ace/getstream", branch=False, strict_slashes=False)
@@ -154,30 +149,10 @@ class ProxyApp:
         if request.method == b"HEAD":
             # Probes get the headers and never start an engine session.
             return b""
-        if self.settings.max_clients and self._client_count() >= self.settings.max_clients:
-            return self._error(request, 503, f"player limit ({self.settings.max_clients}) reached", 10)
         try:
-            channel = self.registry.channel_for(selector)
+            sink = self.registry.join(selector, request)
         except EngineError as e:
             return self._error(request, e.status, e.message, e.retry_after)
-        sink = ClientSink(
-            request,
-            channel.ring,
-            self.clock,
-            max_lag_bytes=self.settings.client_max_lag,
-            stall_timeout=self.settings.client_stall_timeout,
-            write_batch=self.settings.write_batch,
-            on_close=channel.remove_client,
-        )
-        address = request.getClientAddress()
-        info = ClientInfo(
-            client_id=new_client_id(),
-            ip=getattr(address, "host", str(address)),
-            user_agent=(request.getHeader(b"user-agent") or b"").decode("utf-8", "replace"),
-            connected_at=self.clock.seconds(),
-        )
-        channel.add_client(sink, info)
-        channel.start()
         return sink.done.addErrback(self._stream_failed, request)
 
     def _stream_failed(self, failure: Failure, request: IRequest) -> Any:

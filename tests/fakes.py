@@ -165,6 +165,7 @@ class FakeCoordinator:
     """
 
     worker_id = "test-worker"
+    reclaim_margin = 2.5
 
     def __init__(self) -> None:
         self.epoch = 0

@@ -6,7 +6,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from acetwist.channel import Channel, ClientInfo
 from acetwist.config import Settings
 from acetwist.registry import Registry
-from acetwist.upstream import EngineError, PlaybackEnd, Selector
+from acetwist.errors import ErrorKind
+from acetwist.upstream import EngineError, Selector
 from tests.fakes import FakeCoordinator, FakeEngine, FakeSink, gop
 
 ID = "1" * 40
@@ -19,7 +20,7 @@ class ChannelTestCase(SynchronousTestCase):
         self.coordinator = FakeCoordinator()
         self.settings = Settings.defaults(grace=5.0, first_byte_timeout=30.0, idle_timeout=5.0, backoff=1.0,
                                           reconnect_attempts=2, session_attempts=1, recovery_first_byte_timeout=4.0)
-        self.registry = Registry(self.make_channel)
+        self.registry = Registry(self.make_channel, clock=self.clock)
 
     def make_channel(self, selector: Selector, registry: Registry) -> Channel:
         return Channel(selector, engine=self.engine, settings=self.settings, clock=self.clock,  # type: ignore[arg-type]
@@ -85,7 +86,8 @@ class StartTests(ChannelTestCase):
         """An empty 200 before the first byte means the engine is warming up: the same URL is read again."""
         channel, sink = self.join()
         self.engine.answer()
-        self.engine.readers[-1].end("closed", EngineError(502, "engine ended the stream before any data"))
+        self.engine.readers[-1].end("closed", EngineError(502, "engine ended the stream before any data",
+                                                           kind=ErrorKind.EMPTY))
         self.clock.advance(self.settings.backoff)
         self.assertEqual(len(self.engine.readers), 2)
         self.assertEqual(self.engine.readers[1].url, self.engine.readers[0].url)
@@ -227,7 +229,7 @@ class ClusterTests(ChannelTestCase):
 
     def test_follower_takes_over_when_the_owner_is_gone(self) -> None:
         """A follower with players claims the stream once it has seen no owner for longer than a live owner needs to re-claim."""
-        from acetwist.channel import RECLAIM_MARGIN
+        RECLAIM_MARGIN = self.coordinator.reclaim_margin
         from acetwist.interfaces import Block, Lease
 
         self.coordinator.other_owner = Lease("other", 7)
@@ -364,14 +366,13 @@ class ReviewRegressionTests(ChannelTestCase):
         self.assertEqual(len(active), 1)
         self.assertEqual(active[0].url, self.engine.session(1).playback_url)
 
-    def test_stale_reader_end_is_ignored(self) -> None:
-        """An end reported by a reader that was already replaced changes nothing."""
+    def test_a_replaced_reader_is_stopped_so_it_reports_nothing(self) -> None:
+        """When an adopted session replaces the one being read, the old reader is stopped and only the new one reads."""
         channel, sink = self.go_live()
         first = self.engine.readers[0]
-        channel._read(5.0)
-        first.on_end(PlaybackEnd("late", 10))
-        self.assertEqual(channel.state, "live")
-        self.assertIs(channel.reader, self.engine.readers[1])
+        channel.adopt_session(self.engine.session(7))
+        self.assertTrue(first.stopped)
+        self.assertEqual([r.url for r in self.engine.readers if not r.stopped], [self.engine.session(7).playback_url])
 
     def test_sink_closing_during_start_leaves_no_ghost_record(self) -> None:
         """A player that is gone before its sink starts is recorded as joined, then left: never a ghost."""

@@ -184,6 +184,7 @@ class MemoryCoordinator:
     """
 
     backend = "memory"
+    reclaim_margin = 0.5
 
     def __init__(
         self,

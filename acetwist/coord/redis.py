@@ -631,6 +631,7 @@ class RedisCoordinator:
     """
 
     backend = "redis"
+    reclaim_margin = 2.5
 
     def __init__(self, settings: RedisSettings, worker_id: str, reactor: Any = None) -> None:
         if reactor is None:

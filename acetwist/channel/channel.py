@@ -1,0 +1,504 @@
+"""
+A channel: one stream key's engine session (or another worker's mirror),
+read once into a TS ring and fanned out to every player's sink.
+
+Its lifecycle: C{claiming -> owning | following -> stopped | failed}, with
+C{owning <-> following} when the lease changes hands. Owning holds the lease
+and reads the engine (L{EngineSource}); following reads the owner's mirror
+(L{MirrorSource}) and watches for the owner to vanish (L{OwnerWatch}). The
+players (L{Roster}) and the grace period (L{GraceMachine}) live beside that
+lifecycle. Everything a state starts, its way out stops; every end goes
+through L{Channel._teardown}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Protocol, Union
+
+from automat import TypeMachineBuilder
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from acetwist.channel.engine_source import EngineCore, EngineSource
+from acetwist.channel.grace import GraceCore, GraceMachine
+from acetwist.channel.lease import ILeaseHolder, LeaseCore, LeaseMachine
+from acetwist.channel.mirror_source import MirrorCore, MirrorSource, OwnerWatch, WatchCore
+from acetwist.channel.roster import ClientInfo, Roster
+from acetwist.config import Settings
+from acetwist.engine_api import IEngine
+from acetwist.errors import EngineError, ErrorKind
+from acetwist.interfaces import Block, ICoordinator, ISink, Lease
+from acetwist.ring import TSRing
+from acetwist.upstream import EngineSession, Selector, stream_key
+
+#: asks the registry whether C{session}'s infohash is another live channel's
+#: stream; if so the registry hands this channel's players to it and returns True
+OnCanonical = Callable[["Channel", str, EngineSession], bool]
+
+
+@dataclass
+class _Owning:
+    lease: ILeaseHolder
+    lease_core: LeaseCore
+    source: EngineSource
+    heartbeat: LoopingCall
+
+
+@dataclass
+class _Following:
+    source: MirrorSource
+    watch: OwnerWatch
+    heartbeat: LoopingCall
+
+
+class _Lifecycle(Protocol):
+    def start(self) -> None:
+        """Claim the stream key."""
+
+    def stop(self, reason: str) -> None:
+        """End the channel: players closed, the engine session stopped once."""
+
+    def fail(self, error: EngineError) -> None:
+        """End the channel with C{error} for every player."""
+
+    def handed_over(self) -> None:
+        """Our players went to another channel with our engine session: end quietly."""
+
+    def _won(self, lease: Lease) -> None: ...
+
+    def _lost(self) -> None: ...
+
+    def _claim_failed(self, error: EngineError) -> None: ...
+
+    def _demoted(self) -> None: ...
+
+    def _took_over(self, lease: Lease) -> None: ...
+
+
+def _build() -> Callable[["Channel"], _Lifecycle]:
+    machine = TypeMachineBuilder(_Lifecycle, Channel)
+
+    def own(m: _Lifecycle, c: Channel, lease: Lease) -> _Owning:
+        return c._own(m, lease)
+
+    def follow(m: _Lifecycle, c: Channel) -> _Following:
+        return c._follow(m)
+
+    idle = machine.state("Idle")
+    claiming = machine.state("Claiming")
+    owning = machine.state("Owning", own)
+    following = machine.state("Following", follow)
+    stopped = machine.state("Stopped")
+    failed = machine.state("Failed")
+
+    @idle.upon(_Lifecycle.start).to(claiming)
+    def claim(m: _Lifecycle, c: Channel) -> None:
+        c.coordinator.claim(c.key).addCallbacks(
+            lambda lease: m._won(lease) if lease is not None else m._lost(),
+            lambda f: m._claim_failed(
+                EngineError(503, f"cluster unavailable: {f.getErrorMessage()}", retry_after=2, kind=ErrorKind.CLUSTER)
+            ),
+        )
+
+    claiming.upon(_Lifecycle._won).to(owning).returns(None)
+    claiming.upon(_Lifecycle._lost).to(following).returns(None)
+    claiming.upon(_Lifecycle.start).loop().returns(None)
+
+    @claiming.upon(_Lifecycle._claim_failed).to(failed)
+    @claiming.upon(_Lifecycle.fail).to(failed)
+    def claim_failed(m: _Lifecycle, c: Channel, error: EngineError) -> None:
+        c._teardown(error)
+
+    @idle.upon(_Lifecycle.stop).to(stopped)
+    @claiming.upon(_Lifecycle.stop).to(stopped)
+    def stop_unclaimed(m: _Lifecycle, c: Channel, reason: str) -> None:
+        c._teardown(None, reason)
+
+    idle.upon(_Lifecycle.handed_over).to(stopped).returns(None)
+
+    # ---------------------------------------------------------------- owning
+    owning.upon(_Lifecycle.start).loop().returns(None)
+
+    @owning.upon(_Lifecycle._demoted).to(following)
+    def demoted(m: _Lifecycle, c: Channel, o: _Owning) -> None:
+        # another worker's session superseded ours: stop reading, leave the session to it
+        o.source.abandon()
+        o.lease.forget()
+        o.heartbeat.stop()
+
+    @owning.upon(_Lifecycle.stop).to(stopped)
+    def stop_owning(m: _Lifecycle, c: Channel, o: _Owning, reason: str) -> None:
+        c._release(o)
+        c._teardown(None, reason)
+
+    @owning.upon(_Lifecycle.fail).to(failed)
+    def fail_owning(m: _Lifecycle, c: Channel, o: _Owning, error: EngineError) -> None:
+        c._release(o)
+        c._teardown(error)
+
+    @owning.upon(_Lifecycle.handed_over).to(stopped)
+    def handed_over(m: _Lifecycle, c: Channel, o: _Owning) -> None:
+        c._release(o)
+        c._teardown(None, "handed over")
+
+    # ---------------------------------------------------------------- following
+    following.upon(_Lifecycle.start).loop().returns(None)
+
+    @following.upon(_Lifecycle._took_over).to(owning)
+    def took_over(m: _Lifecycle, c: Channel, f: _Following, lease: Lease) -> None:
+        f.source.stop()
+        f.heartbeat.stop()
+
+    @following.upon(_Lifecycle.stop).to(stopped)
+    def stop_following(m: _Lifecycle, c: Channel, f: _Following, reason: str) -> None:
+        c._unfollow(f)
+        c._teardown(None, reason)
+
+    @following.upon(_Lifecycle.fail).to(failed)
+    def fail_following(m: _Lifecycle, c: Channel, f: _Following, error: EngineError) -> None:
+        c._unfollow(f)
+        c._teardown(error)
+
+    # ---------------------------------------------------------------- ended
+    for end in (stopped, failed):
+
+        @end.upon(_Lifecycle._won).loop()
+        @end.upon(_Lifecycle._took_over).loop()
+        def too_late(m: _Lifecycle, c: Channel, lease: Lease) -> None:
+            c.coordinator.release(c.key, lease)  # claimed after the end: give it back
+
+        end.upon(_Lifecycle.stop).loop().returns(None)
+        end.upon(_Lifecycle.fail).loop().returns(None)
+        for call in (_Lifecycle.start, _Lifecycle.handed_over, _Lifecycle._lost, _Lifecycle._demoted):
+            end.upon(call).loop().returns(None)
+        end.upon(_Lifecycle._claim_failed).loop().returns(None)
+
+    return machine.build()
+
+
+class Channel:
+    """
+    One stream key's upstream and its players.
+
+    @ivar on_gone: called once when the channel ends, so the registry forgets it.
+    @ivar on_canonical: see L{OnCanonical}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        selector: Selector,
+        *,
+        engine: IEngine,
+        settings: Settings,
+        clock: IReactorTime,
+        coordinator: ICoordinator,
+        on_gone: Callable[["Channel"], None],
+        on_canonical: OnCanonical,
+    ) -> None:
+        self.selector = selector
+        self.key = selector.key
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.coordinator = coordinator
+        self.on_gone = on_gone
+        self.on_canonical = on_canonical
+        self.ring = TSRing(
+            clock,
+            block_size=max(settings.block_size, 188),
+            flush_interval=settings.block_flush,
+            max_seconds=settings.ring_seconds,
+            max_bytes=settings.ring_bytes,
+            on_block=self._on_block,
+        )
+        self.roster = Roster(self.key, coordinator, clock, self._occupied, self._vacated)
+        self.grace = GraceMachine(
+            GraceCore(clock, settings.grace, min(settings.grace, max(settings.heartbeat, 1.0)), self._count_elsewhere,
+                      self._grace_expired, name=self.key)
+        )
+        self.created_at = clock.seconds()
+        self.bytes_in = 0
+        self.recoveries = 0
+        self.error: Optional[EngineError] = None
+        #: C{stopped} or C{failed} once the channel ended
+        self.final: Optional[str] = None
+        self._role: Union[_Owning, _Following, None] = None
+        self._engine_sources: List[EngineSource] = []
+        self._last_epoch: Optional[int] = None
+        self._lifecycle = _Machine(self)
+
+    # ------------------------------------------------------------ view
+
+    @property
+    def alive(self) -> bool:
+        return self.final is None
+
+    @property
+    def sinks(self) -> Dict[ISink, ClientInfo]:
+        return self.roster.sinks
+
+    @property
+    def state(self) -> str:
+        if self.final is not None:
+            return self.final
+        if self.grace.lingering():
+            return "lingering"
+        return self._role.source.phase if self._role is not None else "starting"
+
+    @property
+    def role(self) -> str:
+        """C{owner} (reads the engine), C{follower} (reads another worker's mirror), or C{none}."""
+        if isinstance(self._role, _Owning):
+            return "owner"
+        return "follower" if isinstance(self._role, _Following) else "none"
+
+    @property
+    def lease(self) -> Optional[Lease]:
+        return self._role.lease_core.lease if isinstance(self._role, _Owning) else None
+
+    @property
+    def session(self) -> Optional[EngineSession]:
+        return self._role.source.session if isinstance(self._role, _Owning) else None
+
+    @property
+    def follow_epoch(self) -> Optional[int]:
+        return self._role.source.epoch if isinstance(self._role, _Following) else self._last_epoch
+
+    @property
+    def sessions_opened(self) -> int:
+        return sum(source.core.sessions_opened for source in self._engine_sources)
+
+    @property
+    def last_end_reason(self) -> Optional[str]:
+        reasons = [s.core.last_end_reason for s in self._engine_sources if s.core.last_end_reason]
+        return reasons[-1] if reasons else None
+
+    # ------------------------------------------------------------ players
+
+    def add_client(self, sink: ISink, info: ClientInfo) -> None:
+        """Attach a player's sink; it starts at the newest keyframe (or waits for one)."""
+        assert self.alive, "a finished channel takes no players"
+        self.roster.add(sink, info)
+
+    def remove_client(self, sink: ISink, reason: str = "") -> None:
+        self.roster.remove(sink, reason)
+
+    def hand_players_to(self, other: "Channel") -> None:
+        """Every player of ours continues on C{other}."""
+        self.roster.move_to(other.roster, other.ring, other.remove_client)
+
+    def _occupied(self) -> None:
+        self.grace.occupied()
+
+    def _vacated(self) -> None:
+        if self.alive:
+            self.log.info("last player left {key}; stopping in {grace:g} s", key=self.key, grace=self.settings.grace)
+            self.grace.vacated()
+
+    def _count_elsewhere(self) -> "Deferred[int]":
+        if isinstance(self._role, _Owning):
+            return self.coordinator.client_count(self.key)
+        return succeed(0)  # a follower answers for its own players only
+
+    def _grace_expired(self) -> None:
+        if isinstance(self._role, _Owning):
+            self.stop("no players in the cluster for the grace period")
+        else:
+            self.stop("no players on this worker for the grace period")
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Take ownership of the stream key, then open the engine session. Only the first call acts."""
+        self._lifecycle.start()
+
+    def stop(self, reason: str = "stopped") -> "Deferred[None]":
+        """
+        End the channel: players with data are closed cleanly, waiting ones
+        get 503, and the engine session is stopped once. Fires when the
+        engine answered every stop (or its deadline passed).
+        """
+        self._lifecycle.stop(reason)
+        stops = [source.stops_done() for source in self._engine_sources]
+        return DeferredList(stops).addCallback(lambda _: None) if stops else succeed(None)
+
+    def handed_over(self) -> None:
+        """The registry gave our players and our session to another channel."""
+        self._lifecycle.handed_over()
+
+    def adopt_session(self, session: EngineSession) -> None:
+        """Switch to C{session}, which replaced ours on the engine (another channel's JSON call made it)."""
+        if isinstance(self._role, _Owning) and self.alive:
+            self._role.source.adopt(session)
+        else:
+            self.engine.stop(session)
+
+    def _own(self, lifecycle: _Lifecycle, lease: Lease) -> _Owning:
+        self.log.info("{key}: owner with epoch {epoch}", key=self.key, epoch=lease.epoch)
+        lease_core = LeaseCore(self.key, lease, self.coordinator, self.clock, max(self.settings.lease / 3, 0.05),
+                               lifecycle._demoted)
+        had_data = self.bytes_in > 0
+        source = EngineSource(
+            EngineCore(self.engine, self.selector, self.settings, self.clock, on_data=self._on_data,
+                       on_session=self._session_granted, on_recovering=self._recovering, on_failed=lifecycle.fail,
+                       had_data=had_data, key=self.key)
+        )
+        self._engine_sources.append(source)
+        self._role = owning = _Owning(LeaseMachine(lease_core), lease_core, source, self._heartbeat_loop())
+        owning.lease.hold()
+        if had_data:
+            # a takeover: no playback URL of ours to re-read, so the ladder starts at a new session
+            source.core.begin_incident()
+            assert source.core.ladder is not None
+            source.core.ladder.skip_rereads()
+        source.start()
+        return owning
+
+    def _follow(self, lifecycle: _Lifecycle) -> _Following:
+        source = MirrorSource(MirrorCore(self.key, self.coordinator, self.ring, on_bytes=self._mirrored))
+        watch = OwnerWatch(
+            WatchCore(self.key, self.coordinator, self.clock, interval=min(max(self.settings.lease / 2, 0.05), 1.0),
+                      patience=self.settings.lease / 3 + self.coordinator.reclaim_margin,
+                      wanted=lambda: len(self.roster) > 0, on_takeover=lifecycle._took_over)
+        )
+        self._role = following = _Following(source, watch, self._heartbeat_loop())
+        source.start()
+        watch.start()
+        return following
+
+    def _release(self, owning: _Owning) -> None:
+        owning.source.stop()
+        owning.lease.release()
+        owning.heartbeat.stop()
+        self.coordinator.stream_gone(self.key)
+
+    def _unfollow(self, following: _Following) -> None:
+        self._last_epoch = following.source.epoch
+        following.source.stop()
+        following.watch.stop()
+        following.heartbeat.stop()
+
+    def _teardown(self, error: Optional[EngineError], reason: str = "") -> None:
+        """The one way out: players ended, the grace and the ring closed, the registry told."""
+        self.final = "failed" if error is not None else "stopped"
+        self.error = error
+        if error is not None:
+            self.log.warn("{key} failed: {error}", key=self.key, error=error.message)
+        else:
+            self.log.info("stopping {key}: {reason}", key=self.key, reason=reason)
+        self.grace.stop()
+        self.roster.end(error)
+        self.ring.close()
+        self.on_gone(self)
+
+    # ------------------------------------------------------------ data
+
+    def _on_data(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self.ring.feed(data)
+
+    def _mirrored(self, size: int) -> None:
+        self.bytes_in += size
+
+    def _recovering(self) -> None:
+        self.recoveries += 1
+        self.ring.flush()
+        self.ring.discontinuity()
+
+    def _on_block(self, block: Block) -> None:
+        role = self._role
+        if isinstance(role, _Owning):
+            self.coordinator.publish(self.key, role.lease_core.lease, block)
+        if role is not None:
+            role.source.block_cut()
+        for sink in self.roster:
+            sink.wake()
+
+    def _session_granted(self, session: EngineSession) -> bool:
+        """Read C{session} unless the engine says it is a stream another channel serves (then hand over)."""
+        if session.infohash:
+            canonical = stream_key("infohash", session.infohash, self.selector.extra)
+            if canonical != self.key and self.on_canonical(self, canonical, session):
+                return False
+        return True
+
+    def _heartbeat_loop(self) -> LoopingCall:
+        loop = LoopingCall(self._heartbeat)
+        loop.clock = self.clock
+        loop.start(self.settings.heartbeat, now=False).addErrback(
+            lambda f: self.log.failure("heartbeat failed", f)
+        )
+        return loop
+
+    def _heartbeat(self) -> None:
+        """Refresh players' records from real delivery, and the stream's shared metadata."""
+        self.roster.heartbeat()
+        lease = self.lease
+        if lease is not None:
+            session = self.session
+            self.coordinator.update_stream(
+                self.key,
+                {
+                    "state": self.state,
+                    "engine": self.engine.base_url,
+                    "owner": lease.owner,
+                    "epoch": lease.epoch,
+                    "bitrate": self.bitrate(),
+                    "started": self.created_at,
+                    "bytes_in": self.bytes_in,
+                    "infohash": session.infohash if session else "",
+                },
+            )
+
+    # ------------------------------------------------------------ status
+
+    def status(self) -> Dict[str, Any]:
+        now = self.clock.seconds()
+        session = self.session
+        lease = self.lease
+        return {
+            "key": self.key,
+            "state": self.state,
+            "engine": self.engine.base_url,
+            "infohash": session.infohash if session else None,
+            "playback_session_id": session.playback_session_id if session else None,
+            "playback_url": session.playback_url if session else None,
+            "stat_url": session.stat_url if session else None,
+            "command_url": session.command_url if session else None,
+            "role": self.role,
+            "owner": lease.owner if lease else None,
+            "epoch": lease.epoch if lease else self.follow_epoch,
+            "created_at": self.created_at,
+            "uptime": round(now - self.created_at, 3),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out_total(),
+            "bitrate": self.bitrate(),
+            "recoveries": self.recoveries,
+            "sessions_opened": self.sessions_opened,
+            "last_end_reason": self.last_end_reason,
+            "ring": {"blocks": len(self.ring), "bytes": self.ring.total_bytes, "resyncs": self.ring.resyncs},
+            "clients": self.roster.status(),
+            "error": self.error.message if self.error else None,
+        }
+
+    def bytes_out_total(self) -> int:
+        return self.roster.bytes_out()
+
+    def skips_total(self) -> int:
+        return self.roster.skips()
+
+    def bitrate(self) -> int:
+        """Bits per second over the ring's history."""
+        first = self.ring.get(self.ring.first_seq)
+        newest = self.ring.get(self.ring.next_seq - 1)
+        if first is None or newest is None or newest.created <= first.created:
+            return 0
+        return int(self.ring.total_bytes * 8 / (newest.created - first.created))
+
+
+_Machine = _build()

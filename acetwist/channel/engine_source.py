@@ -1,0 +1,389 @@
+"""
+The owner's source: an engine session read into the channel's ring.
+
+C{opening -> reading -> waiting for a rung -> (re-reading | re-opening) ...
+-> stopped}. Each state owns what it waits for (the JSON call, the reader,
+the rung's timer), so leaving it cancels that; a reply that arrives after
+the source stopped finds the C{Stopped} state, where an engine session is
+stopped once and everything else is ignored.
+
+Before the stream's first byte a failure is final (the waiting players get
+its HTTP status), except an empty reply while the engine warms up, which is
+read again until the first-byte deadline. After data has flowed, a lost
+stream climbs the recovery L{Ladder}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Protocol, Set
+
+from automat import TypeMachineBuilder
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from acetwist.channel.ladder import Ladder, Rung, Step
+from acetwist.config import Settings
+from acetwist.engine_api import IEngine, IPlaybackReader
+from acetwist.errors import EngineError, ErrorKind
+from acetwist.interfaces import IStreamSource
+from acetwist.upstream import EngineSession, PlaybackEnd, Selector
+
+
+class _Inputs(Protocol):
+    def start(self) -> None:
+        """Open the first engine session."""
+
+    def stop(self, stop_session: bool) -> None:
+        """Stop reading; stop the engine session too when C{stop_session}."""
+
+    def adopt(self, session: EngineSession) -> None:
+        """Another channel's JSON call replaced our session with C{session}: read it."""
+
+    def block_cut(self) -> None:
+        """The ring cut a block from our data."""
+
+    def _opened(self, session: EngineSession) -> None: ...
+
+    def _open_failed(self, error: EngineError) -> None: ...
+
+    def _data(self, data: bytes) -> None: ...
+
+    def _ended(self, end: PlaybackEnd) -> None: ...
+
+    def _read(self, timeout: float) -> None: ...
+
+    def _open(self) -> None: ...
+
+    def _climb(self, step: Step, timeout: float) -> None: ...
+
+    def _due(self) -> None: ...
+
+    def _give_up(self, error: EngineError) -> None: ...
+
+    def _handed_over(self) -> None: ...
+
+
+@dataclass
+class EngineCore:
+    """
+    What the machine works with, and what it reports.
+
+    @ivar on_session: a new session was granted; False means the channel
+        handed it (and its players) to another channel, so it is not read.
+    @ivar on_recovering: a recovery incident begins (the ring marks a splice).
+    @ivar on_failed: the source gave up; players get C{error}.
+    @ivar had_data: the channel has had stream data (from here or, after a
+        takeover, from the mirror): failures climb the ladder instead of being final.
+    """
+
+    engine: IEngine
+    selector: Selector
+    settings: Settings
+    clock: IReactorTime
+    on_data: Callable[[bytes], None]
+    on_session: Callable[[EngineSession], bool]
+    on_recovering: Callable[[], None]
+    on_failed: Callable[[EngineError], None]
+    had_data: bool = False
+    key: str = ""
+    phase: str = "starting"
+    session: Optional[EngineSession] = None
+    ladder: Optional[Ladder] = None
+    sessions_opened: int = 0
+    last_end_reason: Optional[str] = None
+    first_byte_deadline: Optional[float] = None
+    stopped_pids: Set[str] = field(default_factory=set)
+    stop_calls: List["Deferred[bool]"] = field(default_factory=list)
+    log: Logger = field(default_factory=Logger)
+
+    def stop_session(self, session: Optional[EngineSession]) -> None:
+        """Send C{stop} for C{session}, once per session."""
+        if session is None or session.pid in self.stopped_pids:
+            return
+        self.stopped_pids.add(session.pid)
+        self.stop_calls.append(self.engine.stop(session))
+
+    def new_ladder(self) -> Ladder:
+        s = self.settings
+        self.ladder = Ladder(s.reconnect_attempts, s.session_attempts, s.backoff)
+        return self.ladder
+
+    def begin_incident(self) -> None:
+        """The stream was lost after data flowed: recover from the bottom of a new ladder."""
+        self.phase = "recovering"
+        self.new_ladder()
+        self.on_recovering()
+
+
+@dataclass
+class _Open:
+    """A JSON call in flight, and a session another channel handed us meanwhile."""
+
+    adopted: Optional[EngineSession] = None
+
+
+@dataclass
+class _Attempt:
+    reader: IPlaybackReader
+
+
+@dataclass
+class _Wait:
+    timer: IDelayedCall
+    step: Step
+    timeout: float
+
+    def cancel(self) -> None:
+        if self.timer.active():
+            self.timer.cancel()
+
+
+def _as_error(failure: Failure) -> EngineError:
+    if isinstance(failure.value, EngineError):
+        return failure.value
+    return EngineError(502, failure.getErrorMessage())
+
+
+def _build() -> Callable[[EngineCore], _Inputs]:
+    machine = TypeMachineBuilder(_Inputs, EngineCore)
+
+    def call_engine(m: _Inputs, s: EngineCore) -> _Open:
+        d = s.engine.open_session(s.selector)
+        d.addCallbacks(m._opened, lambda f: m._open_failed(_as_error(f)))
+        return _Open()
+
+    def start_reading(m: _Inputs, s: EngineCore, timeout: float) -> _Attempt:
+        assert s.session is not None
+        return _Attempt(
+            s.engine.read(
+                s.session.playback_url,
+                on_data=m._data,
+                on_end=m._ended,
+                first_byte_timeout=timeout,
+                idle_timeout=s.settings.idle_timeout,
+            )
+        )
+
+    def schedule(m: _Inputs, s: EngineCore, step: Step, timeout: float) -> _Wait:
+        return _Wait(s.clock.callLater(step.delay, m._due), step, timeout)
+
+    idle = machine.state("Idle")
+    opening = machine.state("Opening", call_engine)
+    deciding = machine.state("Deciding")
+    reading = machine.state("Reading", start_reading)
+    waiting = machine.state("Waiting", schedule)
+    stopped = machine.state("Stopped")
+
+    # ---------------------------------------------------------------- idle
+    idle.upon(_Inputs.start).to(opening).returns(None)
+
+    @idle.upon(_Inputs.stop).to(stopped)
+    def stop_idle(m: _Inputs, s: EngineCore, stop_session: bool) -> None:
+        pass
+
+    # ---------------------------------------------------------------- opening
+    def accept(m: _Inputs, s: EngineCore, session: EngineSession) -> None:
+        s.sessions_opened += 1
+        s.log.info("engine session {pid} for {key} (infohash {ih})", pid=session.pid, key=s.key, ih=session.infohash)
+        if not s.on_session(session):
+            m._handed_over()
+            return
+        s.session = session
+        if not s.had_data:
+            s.phase = "prebuffering"
+            s.first_byte_deadline = s.clock.seconds() + s.settings.first_byte_timeout
+        # a new engine session prebuffers like the first one did: the full first-byte deadline
+        m._read(s.settings.first_byte_timeout)
+
+    @opening.upon(_Inputs._opened).to(deciding)
+    def opened(m: _Inputs, s: EngineCore, o: _Open, session: EngineSession) -> None:
+        accept(m, s, session)
+
+    @opening.upon(_Inputs._open_failed).to(deciding)
+    def open_failed(m: _Inputs, s: EngineCore, o: _Open, error: EngineError) -> None:
+        if o.adopted is not None:
+            # our own call failed, but another channel handed us a live session: use it
+            accept(m, s, o.adopted)
+        elif not s.had_data:
+            m._give_up(error)
+        else:
+            s.last_end_reason = error.message
+            climb(m, s, error)
+
+    @opening.upon(_Inputs.adopt).loop()
+    def adopt_while_opening(m: _Inputs, s: EngineCore, o: _Open, session: EngineSession) -> None:
+        o.adopted = session  # our call's session will supersede it, unless the call fails
+
+    @opening.upon(_Inputs.stop).to(stopped)
+    def stop_opening(m: _Inputs, s: EngineCore, o: _Open, stop_session: bool) -> None:
+        if stop_session:
+            s.stop_session(s.session)  # the reply still to come is stopped in Stopped
+
+    # ---------------------------------------------------------------- deciding (transient)
+    deciding.upon(_Inputs._read).to(reading).returns(None)
+    deciding.upon(_Inputs._open).to(opening).returns(None)
+    deciding.upon(_Inputs._climb).to(waiting).returns(None)
+    deciding.upon(_Inputs._handed_over).to(stopped).returns(None)
+
+    @deciding.upon(_Inputs._give_up).to(stopped)
+    def give_up(m: _Inputs, s: EngineCore, error: EngineError) -> None:
+        s.stop_session(s.session)
+        s.on_failed(error)
+
+    @deciding.upon(_Inputs.stop).to(stopped)
+    def stop_deciding(m: _Inputs, s: EngineCore, stop_session: bool) -> None:
+        if stop_session:
+            s.stop_session(s.session)
+
+    # ---------------------------------------------------------------- reading
+    @reading.upon(_Inputs._data).loop()
+    def data(m: _Inputs, s: EngineCore, a: _Attempt, data: bytes) -> None:
+        s.had_data = True
+        s.on_data(data)
+
+    @reading.upon(_Inputs.block_cut).loop()
+    def live(m: _Inputs, s: EngineCore, a: _Attempt) -> None:
+        if s.phase != "live":
+            if s.phase == "recovering" and s.ladder is not None:
+                s.log.info("{key} recovered after {n} attempt(s)", key=s.key, n=s.ladder.attempts)
+            s.phase = "live"
+
+    @reading.upon(_Inputs._ended).to(deciding)
+    def ended(m: _Inputs, s: EngineCore, a: _Attempt, end: PlaybackEnd) -> None:
+        s.last_end_reason = end.reason
+        s.log.info("{key} upstream ended: {reason} ({n} bytes)", key=s.key, reason=end.reason, n=end.bytes_read)
+        if not s.had_data:
+            before_first_data(m, s, end)
+        elif end.bytes_read:
+            s.begin_incident()
+            climb(m, s, end.error)
+        else:
+            climb(m, s, end.error)
+
+    @reading.upon(_Inputs.adopt).to(deciding)
+    def adopt_while_reading(m: _Inputs, s: EngineCore, a: _Attempt, session: EngineSession) -> None:
+        a.reader.stop()
+        switch_to(m, s, session)
+
+    @reading.upon(_Inputs.stop).to(stopped)
+    def stop_reading(m: _Inputs, s: EngineCore, a: _Attempt, stop_session: bool) -> None:
+        a.reader.stop()
+        if stop_session:
+            s.stop_session(s.session)
+
+    # ---------------------------------------------------------------- waiting for a rung
+    @waiting.upon(_Inputs._due).to(deciding)
+    def due(m: _Inputs, s: EngineCore, w: _Wait) -> None:
+        s.log.info("{key}: recovery attempt {n} ({rung})", key=s.key, n=w.step.attempt, rung=w.step.rung.value)
+        if w.step.rung is Rung.REREAD:
+            m._read(w.timeout)
+        elif w.step.rung is Rung.SESSION:
+            s.stop_session(s.session)
+            m._open()
+        else:
+            m._give_up(lost(s))
+
+    @waiting.upon(_Inputs.adopt).to(deciding)
+    def adopt_while_waiting(m: _Inputs, s: EngineCore, w: _Wait, session: EngineSession) -> None:
+        w.cancel()
+        switch_to(m, s, session)
+
+    @waiting.upon(_Inputs.stop).to(stopped)
+    def stop_waiting(m: _Inputs, s: EngineCore, w: _Wait, stop_session: bool) -> None:
+        w.cancel()
+        if stop_session:
+            s.stop_session(s.session)
+
+    # a block cut from data read before the wait (the ring's flush timer) changes nothing
+    for state in (idle, opening, deciding, waiting, stopped):
+        state.upon(_Inputs.block_cut).loop().returns(None)
+
+    # ---------------------------------------------------------------- stopped
+    @stopped.upon(_Inputs._opened).loop()
+    @stopped.upon(_Inputs.adopt).loop()
+    def too_late(m: _Inputs, s: EngineCore, session: EngineSession) -> None:
+        s.stop_session(session)  # nobody will read it
+
+    for call in (_Inputs.start, _Inputs.stop, _Inputs._open_failed, _Inputs._read, _Inputs._open,
+                 _Inputs._climb, _Inputs._give_up, _Inputs._handed_over, _Inputs._data, _Inputs._ended):
+        stopped.upon(call).loop().returns(None)
+
+    # ---------------------------------------------------------------- shared steps
+    def before_first_data(m: _Inputs, s: EngineCore, end: PlaybackEnd) -> None:
+        """An empty reply means the engine is warming up; anything else is final."""
+        remaining = (s.first_byte_deadline or 0.0) - s.clock.seconds()
+        warming = end.error is not None and end.error.kind is ErrorKind.EMPTY
+        backoff = s.settings.backoff
+        if warming and remaining > backoff:
+            m._climb(Step(Rung.REREAD, backoff, 0), remaining - backoff)
+        else:
+            m._give_up(end.error or EngineError(502, end.reason))
+
+    def climb(m: _Inputs, s: EngineCore, error: Optional[EngineError]) -> None:
+        ladder = s.ladder or s.new_ladder()
+        step = ladder.next(error)
+        if step.rung is Rung.GIVE_UP:
+            m._give_up(lost(s))
+            return
+        s.log.info("{key}: recovery attempt {n} ({rung}) in {delay:g} s", key=s.key, n=step.attempt,
+                   rung=step.rung.value, delay=step.delay)
+        m._climb(step, s.settings.recovery_first_byte_timeout)
+
+    def lost(s: EngineCore) -> EngineError:
+        return EngineError(502, f"engine stream lost and recovery failed ({s.last_end_reason})", kind=ErrorKind.LOST)
+
+    def switch_to(m: _Inputs, s: EngineCore, session: EngineSession) -> None:
+        s.session = session
+        s.sessions_opened += 1
+        if s.had_data:
+            s.begin_incident()
+        m._read(s.settings.first_byte_timeout)
+
+    return machine.build()
+
+
+_EngineMachine = _build()
+
+
+@implementer(IStreamSource)
+class EngineSource:
+    """The owner reads the engine: one session at a time, recovered along the ladder."""
+
+    def __init__(self, core: EngineCore) -> None:
+        self.core = core
+        self._machine = _EngineMachine(core)
+
+    @property
+    def phase(self) -> str:
+        return self.core.phase
+
+    @property
+    def session(self) -> Optional[EngineSession]:
+        return self.core.session
+
+    def start(self) -> None:
+        self._machine.start()
+
+    def stop(self) -> None:
+        """The channel ended: stop reading and stop the engine session."""
+        self._machine.stop(True)
+
+    def abandon(self) -> None:
+        """Another worker owns the stream now: stop reading, leave its session alone."""
+        self._machine.stop(False)
+
+    def adopt(self, session: EngineSession) -> None:
+        self._machine.adopt(session)
+
+    def block_cut(self) -> None:
+        self._machine.block_cut()
+
+    def stops_done(self) -> "Deferred[None]":
+        """Fires when every engine C{stop} sent so far was answered (or timed out)."""
+        if not self.core.stop_calls:
+            return succeed(None)
+        return DeferredList(list(self.core.stop_calls)).addCallback(lambda _: None)
