@@ -15,7 +15,7 @@ from acetwist.channel import Channel, ClientInfo
 from acetwist.config import Settings
 from acetwist.interfaces import Block, Lease
 from acetwist.registry import Registry
-from acetwist.upstream import EngineError, EngineSession, Selector
+from acetwist.upstream import EngineError, EngineSession, PlaybackEnd, Selector
 from tests.fakes import FakeCoordinator, FakeEngine, FakeSink, gop
 
 ID = "1" * 40
@@ -403,6 +403,41 @@ class LateEngineReplyTests(CharacterizationTestCase):
         self.assertEqual(channel.state, "stopped")
         self.assertEqual(channel.recoveries, 0)
         self.assertEqual((len(self.engine.readers), self.engine.json_calls, self.engine.stop_calls), (1, 1, 1))
+
+    def test_end_from_a_reader_replaced_by_a_handed_over_session_is_ignored(self) -> None:
+        """An end reported late by a reader that a handed-over session replaced changes nothing."""
+        by_hash = self.registry.channel_for(Selector("infohash", "ab" * 20))
+        self.attach(by_hash)
+        by_hash.start()
+        self.engine.answer(0, infohash="ab" * 20)
+        first = self.engine.readers[0]
+        first.feed(gop(0))
+        self.clock.advance(0.5)
+        self.join()  # the id channel's session names the same infohash: it is handed to by_hash
+        self.engine.answer(1, infohash="ab" * 20)
+        self.assertTrue(first.stopped)
+        self.engine.readers[-1].feed(gop(1))
+        self.clock.advance(0.5)
+        first.on_end(PlaybackEnd("late", 10))
+        self.clock.advance(60)
+        self.assertEqual(by_hash.state, "live")
+        self.assertEqual([r for r in self.engine.readers if not r.stopped], [self.engine.readers[1]])
+        self.assertEqual(self.engine.readers[1].url, self.engine.session(1).playback_url)
+        self.assertIsNone(by_hash.status()["last_end_reason"])
+
+    def test_second_end_from_an_ended_reader_is_ignored(self) -> None:
+        """A reader that reports its end twice starts one recovery, not two."""
+        channel, _ = self.go_live()
+        first = self.engine.readers[0]
+        first.end("cut")
+        self.clock.advance(1.0)
+        self.engine.readers[1].feed(gop(1))
+        self.clock.advance(0.5)
+        first.on_end(PlaybackEnd("late", 10))
+        self.clock.advance(60)
+        self.assertEqual(channel.state, "live")
+        self.assertEqual(channel.recoveries, 1)
+        self.assertEqual([r for r in self.engine.readers if not r.stopped], [self.engine.readers[1]])
 
 
 class LadderTests(CharacterizationTestCase):
