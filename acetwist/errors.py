@@ -39,8 +39,8 @@ class EngineError(Exception):
 
     @property
     def definitive(self) -> bool:
-        """Re-reading the same playback URL cannot help."""
-        return self.kind in (ErrorKind.GONE, ErrorKind.REFUSED)
+        """The engine no longer knows the session: re-reading its playback URL cannot help."""
+        return self.kind is ErrorKind.GONE
 
     def __repr__(self) -> str:
         return f"EngineError({self.status}, {self.message!r}, kind={self.kind.name})"

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from acetwist.channel import Channel, ClientInfo
 from acetwist.config import Settings
+from acetwist.errors import ErrorKind
 from acetwist.interfaces import Block, Lease
 from acetwist.registry import Registry
 from acetwist.upstream import EngineError, EngineSession, PlaybackEnd, Selector
@@ -35,7 +36,7 @@ NO_SESSION = {"infohash": None, "playback_session_id": None, "playback_url": Non
 #: a connection failure and an empty reply: the two ends that keep their backoff after issue 8
 REFUSED = ("playback request failed: Connection refused",
            EngineError(503, "engine unreachable: ConnectionRefusedError", retry_after=5))
-EMPTY = ("engine closed the stream", EngineError(502, "engine ended the stream before any data"))
+EMPTY = ("engine closed the stream", EngineError(502, "engine ended the stream before any data", kind=ErrorKind.EMPTY))
 
 
 class HoldingCoordinator(FakeCoordinator):
@@ -81,7 +82,7 @@ class CharacterizationTestCase(SynchronousTestCase):
         # the ladder at its defaults: three re-reads, two new sessions, backoff from 1 s
         self.settings = Settings.defaults(grace=5.0, first_byte_timeout=30.0, idle_timeout=5.0, backoff=1.0,
                                           reconnect_attempts=3, session_attempts=2, recovery_first_byte_timeout=4.0)
-        self.registry = Registry(self.make_channel)
+        self.registry = Registry(self.make_channel, clock=self.clock)
 
     def make_channel(self, selector: Selector, registry: Registry) -> Channel:
         return Channel(selector, engine=self.engine, settings=self.settings, clock=self.clock,  # type: ignore[arg-type]

@@ -379,6 +379,7 @@ class Channel:
 
     def _unfollow(self, following: _Following) -> None:
         self._last_epoch = following.source.epoch
+        self._role = None
         following.source.stop()
         following.watch.stop()
         following.heartbeat.stop()

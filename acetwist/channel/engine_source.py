@@ -126,9 +126,31 @@ class _Open:
     adopted: Optional[EngineSession] = None
 
 
-@dataclass
 class _Attempt:
-    reader: IPlaybackReader
+    """
+    One read of the playback URL. The reader reports to this object, which
+    forwards to the machine only while the read is current: a reader that
+    reports after it was replaced, or twice, is ignored.
+    """
+
+    def __init__(self, machine: "_Inputs") -> None:
+        self.machine = machine
+        self.current = True
+        self.reader: Optional[IPlaybackReader] = None
+
+    def data(self, data: bytes) -> None:
+        if self.current:
+            self.machine._data(data)
+
+    def ended(self, end: PlaybackEnd) -> None:
+        if self.current:
+            self.current = False
+            self.machine._ended(end)
+
+    def abandon(self) -> None:
+        self.current = False
+        if self.reader is not None:
+            self.reader.stop()
 
 
 @dataclass
@@ -158,15 +180,15 @@ def _build() -> Callable[[EngineCore], _Inputs]:
 
     def start_reading(m: _Inputs, s: EngineCore, timeout: float) -> _Attempt:
         assert s.session is not None
-        return _Attempt(
-            s.engine.read(
-                s.session.playback_url,
-                on_data=m._data,
-                on_end=m._ended,
-                first_byte_timeout=timeout,
-                idle_timeout=s.settings.idle_timeout,
-            )
+        attempt = _Attempt(m)
+        attempt.reader = s.engine.read(
+            s.session.playback_url,
+            on_data=attempt.data,
+            on_end=attempt.ended,
+            first_byte_timeout=timeout,
+            idle_timeout=s.settings.idle_timeout,
         )
+        return attempt
 
     def schedule(m: _Inputs, s: EngineCore, step: Step, timeout: float) -> _Wait:
         return _Wait(s.clock.callLater(step.delay, m._due), step, timeout)
@@ -266,12 +288,12 @@ def _build() -> Callable[[EngineCore], _Inputs]:
 
     @reading.upon(_Inputs.adopt).to(deciding)
     def adopt_while_reading(m: _Inputs, s: EngineCore, a: _Attempt, session: EngineSession) -> None:
-        a.reader.stop()
+        a.abandon()
         switch_to(m, s, session)
 
     @reading.upon(_Inputs.stop).to(stopped)
     def stop_reading(m: _Inputs, s: EngineCore, a: _Attempt, stop_session: bool) -> None:
-        a.reader.stop()
+        a.abandon()
         if stop_session:
             s.stop_session(s.session)
 
