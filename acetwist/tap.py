@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_config,tests.test_proxy_lifecycle -*-
 """twistd glue for C{acestream-proxy}: options and the service tree. The only twistd-aware module."""
 
 from __future__ import annotations
