@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import attr
@@ -235,7 +235,7 @@ class Settings:
         """Defaults with typed overrides (for tests and embedding)."""
         return resolve({}, {}).replace(**overrides)
 
-    def replace(self, **changes: object) -> "Settings":
+    def replace(self, **changes: Any) -> "Settings":
         return attr.evolve(self, **changes)
 
 
