@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import attr
@@ -193,8 +193,6 @@ OPTIONS: List[OptionSpec] = [
     OptionSpec("max-clients", "0", _count, "Most players at once (0: no limit); more get 503."),
 ]
 
-_BY_NAME = {spec.name: spec for spec in OPTIONS}
-
 
 def env_name(option: str) -> str:
     return "ACETWIST_" + option.upper().replace("-", "_")
@@ -237,7 +235,7 @@ class Settings:
         """Defaults with typed overrides (for tests and embedding)."""
         return resolve({}, {}).replace(**overrides)
 
-    def replace(self, **changes: object) -> "Settings":
+    def replace(self, **changes: Any) -> "Settings":
         return attr.evolve(self, **changes)
 
 
@@ -306,7 +304,3 @@ def _check_together(settings: "Settings") -> None:
         problems.append("--write-batch must hold at least one packet")
     if problems:
         raise ConfigError("; ".join(problems))
-
-
-def option(name: str) -> OptionSpec:
-    return _BY_NAME[name]

@@ -3,22 +3,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, Tuple
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+if TYPE_CHECKING:
+    from acetwist.web import ProxyApp
+
 
 class _AppCollector:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ProxyApp) -> None:
         self.app = app
 
     def collect(self) -> Iterator[Metric]:
         app = self.app
         channels = app.registry.channels()
         state = GaugeMetricFamily("acetwist_channels", "Channels by state", labels=["state"])
-        counts: dict = {}
+        counts: Dict[str, int] = {}
         for channel in channels:
             counts[channel.state] = counts.get(channel.state, 0) + 1
         for name, count in sorted(counts.items()):
@@ -51,7 +54,7 @@ class _AppCollector:
             yield coord
 
 
-def render_metrics(app: Any) -> Tuple[bytes, str]:
+def render_metrics(app: ProxyApp) -> Tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_AppCollector(app))  # type: ignore[arg-type]
+    registry.register(_AppCollector(app))
     return generate_latest(registry), CONTENT_TYPE_LATEST

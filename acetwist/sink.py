@@ -20,19 +20,35 @@ L{ClientSink.close}, which runs once and calls C{on_close} once.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from typing import Callable, List, Optional, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from acetwist.interfaces import ISink
 from acetwist.ring import TSRing
 
 _MISSING = object()
+
+
+class PlayerRequest(Protocol):
+    """
+    What a sink needs of the player's request: C{twisted.web.server.Request}
+    (Klein's request) has it, C{IRequest} alone does not (no producer, no
+    C{notifyFinish}). A C{channel} of None (read with C{getattr}) means the
+    player has gone; a C{transport} is aborted when present.
+    """
+
+    def write(self, data: bytes) -> None: ...
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
+
+    def unregisterProducer(self) -> None: ...
+
+    def notifyFinish(self) -> Deferred[None]: ...
 
 
 def _ignore(sink: "ClientSink", reason: str) -> None:
@@ -58,7 +74,7 @@ class ClientSink:
 
     def __init__(
         self,
-        request: IRequest,
+        request: PlayerRequest,
         ring: TSRing,
         clock: IReactorTime,
         *,
@@ -332,5 +348,5 @@ class ClientSink:
     def _connection_lost(self, failure: Failure) -> None:
         self.close("gone")
 
-    def _cancelled(self, d: "Deferred[Any]") -> None:
+    def _cancelled(self, d: Deferred[None]) -> None:
         self.close("cancelled")

@@ -1,20 +1,23 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_config,tests.test_proxy_lifecycle -*-
 """twistd glue for C{acestream-proxy}: options and the service tree. The only twistd-aware module."""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.python import usage
 from twisted.web.server import Site
 
-from acetwist.config import OPTIONS, ConfigError, Settings, env_name, resolve
+from acetwist.config import OPTIONS, ConfigError, OptionSpec, Settings, env_name, resolve
+
+if TYPE_CHECKING:
+    from acetwist.reactor import IReactor
 
 
-def _help(spec: Any) -> str:
+def _help(spec: OptionSpec) -> str:
     default = f", default {spec.default}" if spec.default is not None else ""
     aliases = "".join(f", {a}" for a in spec.aliases)
     return f"{spec.help} [env {env_name(spec.name)}{aliases}{default}]"
@@ -44,7 +47,7 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
-def makeService(options: Options, reactor: Any = None) -> MultiService:
+def makeService(options: Options, reactor: Optional[IReactor] = None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 

@@ -11,45 +11,61 @@ Everything here runs on the real reactor and talks only to loopback.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, Iterable, List, Optional, Tuple
 
 import attr
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IProcessTransport, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, readBody
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
 from twisted.web.server import Site
 
 from acetwist.config import Settings
 from acetwist.service import ProxyService
 from acetwist.ts import TSChecker
 
+if TYPE_CHECKING:
+    from acetwist.interfaces import ICoordinator
+    from acetwist.reactor import IReactor
+    from acetwist.registry import Registry
+
+#: how a L{ProcessWorker} ended: (exit code, signal), one of them None
+ExitStatus = Tuple[Optional[int], Optional[int]]
+
 
 @attr.s(auto_attribs=True)
 class RunningProxy:
     service: ProxyService
-    port: Any
+    port: IListeningPort
     url: str
 
     @property
-    def registry(self) -> Any:
+    def registry(self) -> Registry:
         return self.service.registry
 
     @inlineCallbacks
-    def stop(self) -> Any:
-        yield self.port.stopListening()
-        yield self.service.stopService()
+    def stop(self) -> Generator[Deferred[Any], Any, None]:
+        yield maybeDeferred(self.port.stopListening)
+        yield maybeDeferred(self.service.stopService)
 
 
-def start_proxy(reactor: Any, engine_url: str, coordinator: Any = None, **overrides: Any) -> RunningProxy:
+def start_proxy(reactor: IReactor, engine_url: str, coordinator: Optional[ICoordinator] = None,
+                **overrides: object) -> RunningProxy:
     """Start a proxy for C{engine_url} listening on 127.0.0.1, port chosen by the kernel."""
     settings = Settings.defaults(engine=engine_url, listen="tcp:0:interface=127.0.0.1", **overrides)
     service = ProxyService(settings, reactor, coordinator=coordinator)
     service.startService()
-    port = reactor.listenTCP(0, Site(service.app.resource()), interface="127.0.0.1")
-    return RunningProxy(service, port, f"http://127.0.0.1:{port.getHost().port}")
+    # Twisted types listenTCP's factory as ServerFactory[_ProtoWithFactory], which Site is not (invariance)
+    port = reactor.listenTCP(0, Site(service.app.resource()), interface="127.0.0.1")  # type: ignore[arg-type]
+    address = port.getHost()
+    assert isinstance(address, (IPv4Address, IPv6Address))
+    return RunningProxy(service, port, f"http://127.0.0.1:{address.port}")
 
 
 class _PlayerBody(Protocol):
@@ -59,7 +75,7 @@ class _PlayerBody(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.player._data(data)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
         self.player._lost(reason)
 
 
@@ -70,8 +86,9 @@ class Player:
     hangs up).
     """
 
-    def __init__(self, reactor: Any, url: str, *, limit: int = 2_000_000, user_agent: str = "acetwist-test-player",
-                 keep_bytes: bool = False, max_rate: Optional[float] = None) -> None:
+    def __init__(self, reactor: IReactor, url: str, *, limit: int = 2_000_000,
+                 user_agent: str = "acetwist-test-player", keep_bytes: bool = False,
+                 max_rate: Optional[float] = None) -> None:
         self.reactor = reactor
         self.url = url
         self.limit = limit
@@ -92,7 +109,7 @@ class Player:
         self.done: Deferred["Player"] = Deferred()
         #: bytes per second this player reads at most (a slow player), or None
         self.max_rate = max_rate
-        self._throttled: Any = None
+        self._throttled: Optional[IDelayedCall] = None
         self._protocol: Optional[_PlayerBody] = None
         self._pool = HTTPConnectionPool(reactor, persistent=False)
         self._agent = Agent(reactor, pool=self._pool, connectTimeout=5)
@@ -111,20 +128,29 @@ class Player:
         assert self.body is not None
         return json.loads(self.body)
 
+    def _producer(self) -> Optional[IPushProducer]:
+        """The body's transport: the response's producer (pausing it stops reading the socket)."""
+        if self._protocol is None or self._protocol.transport is None:
+            return None
+        return IPushProducer(self._protocol.transport)
+
     def pause(self) -> None:
         """Stop reading the socket (a stalled player)."""
-        assert self._protocol is not None and self._protocol.transport is not None
-        self._protocol.transport.pauseProducing()
+        producer = self._producer()
+        assert producer is not None
+        producer.pauseProducing()
 
     def resume(self) -> None:
-        assert self._protocol is not None and self._protocol.transport is not None
-        self._protocol.transport.resumeProducing()
+        producer = self._producer()
+        assert producer is not None
+        producer.resumeProducing()
 
     def hang_up(self) -> None:
-        if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.stopProducing()
+        producer = self._producer()
+        if producer is not None:
+            producer.stopProducing()
 
-    def _response(self, response: Any) -> None:
+    def _response(self, response: IResponse) -> None:
         self.status = response.code
         self.headers = response.headers
         ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
@@ -187,7 +213,9 @@ class Player:
 
 
 @inlineCallbacks
-def fetch(reactor: Any, url: str, method: bytes = b"GET") -> Any:
+def fetch(
+    reactor: IReactor, url: str, method: bytes = b"GET"
+) -> Generator[Deferred[Any], Any, Tuple[int, Headers, bytes]]:
     """A small request; fires with (status, headers, body). For JSON endpoints and HEAD."""
     pool = HTTPConnectionPool(reactor, persistent=False)
     agent = Agent(reactor, pool=pool, connectTimeout=5)
@@ -199,7 +227,7 @@ def fetch(reactor: Any, url: str, method: bytes = b"GET") -> Any:
         yield pool.closeCachedConnections()
 
 
-def wait_for(reactor: Any, predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Deferred[None]:
+def wait_for(reactor: IReactorTime, predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> Deferred[None]:
     """
     Fire when C{predicate()} is true, checking every C{interval}; fail with
     AssertionError after C{timeout}. For state that has no event to wait on
@@ -225,7 +253,7 @@ def wait_for(reactor: Any, predicate: Any, timeout: float = 10.0, interval: floa
     return d
 
 
-def percentile(values: Any, fraction: float) -> float:
+def percentile(values: Iterable[float], fraction: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
@@ -247,7 +275,7 @@ def repo_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(acetwist.__file__)))
 
 
-def twistd_command(*args: str) -> list:
+def twistd_command(*args: str) -> List[str]:
     """argv running twistd with this interpreter (its module has no __main__ guard)."""
     import sys
 
@@ -270,15 +298,15 @@ class ProcessWorker:
     with C{(exit code, signal)}.
     """
 
-    def __init__(self, reactor: Any, name: str, *options: str) -> None:
+    def __init__(self, reactor: IReactor, name: str, *options: str) -> None:
         self.reactor = reactor
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.options = options
         self.output = b""
-        self.ended: Deferred[Any] = Deferred()
-        self.process: Any = None
+        self.ended: Deferred[ExitStatus] = Deferred()
+        self.process: Optional[IProcessTransport] = None
 
     def start(self) -> Deferred[None]:
         import os
@@ -293,8 +321,10 @@ class ProcessWorker:
 
             errReceived = outReceived
 
-            def processEnded(self, reason: Any) -> None:
-                worker.ended.callback((reason.value.exitCode, reason.value.signal))
+            def processEnded(self, reason: Failure) -> None:
+                status = reason.value
+                assert isinstance(status, (ProcessDone, ProcessTerminated))
+                worker.ended.callback((status.exitCode, status.signal))
 
         env = dict(os.environ, PYTHONPATH=repo_root() + os.pathsep + os.environ.get("PYTHONPATH", ""))
         argv = twistd_command("acestream-proxy", "--listen", f"tcp:{self.port}:interface=127.0.0.1",
@@ -314,20 +344,22 @@ class ProcessWorker:
         return self.process is not None and not self.ended.called
 
     def signal(self, name: str) -> None:
-        if self.running:
+        if self.process is not None and self.running:
             self.process.signalProcess(name)
 
-    def stop(self) -> Deferred[Any]:
-        """SIGTERM, then SIGKILL if it has not ended within 15 s."""
+    def stop(self) -> Deferred[ExitStatus] | Deferred[None]:
+        """SIGTERM, then SIGKILL if it has not ended within 15 s; fires with how it ended (None if it never started)."""
         if not self.running:
-            return self.ended if self.ended.called else Deferred.fromCoroutine(_none())
+            return self.ended if self.ended.called else succeed(None)
         self.signal("TERM")
         timer = self.reactor.callLater(15, self.signal, "KILL")
-        return self.ended.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+
+        def ended(result: ExitStatus) -> ExitStatus:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return self.ended.addBoth(ended)
 
     def status(self) -> Deferred[Dict[str, Any]]:
         return fetch(self.reactor, f"{self.url}/status").addCallback(lambda r: json.loads(r[2]))
-
-
-async def _none() -> None:
-    return None

@@ -18,16 +18,19 @@ keeps running whatever it is sent.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from twisted.logger import Logger
 from twisted.web import resource, server
 
 from acetwist.sim import faults as faultlib
 from acetwist.sim.engine import Engine
-from acetwist.sim.web import reply_json
+from acetwist.sim.web import SimSite, reply_json
 
 MAX_BODY = 64 * 1024
+
+#: a JSON object answered to a control request
+Document = Dict[str, Any]
 
 
 class BadRequest(Exception):
@@ -38,12 +41,12 @@ class ControlResource(resource.Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, engine: Engine, site_getter: Any = None) -> None:
+    def __init__(self, engine: Engine, site_getter: Optional[Callable[[], SimSite]] = None) -> None:
         super().__init__()
         self.engine = engine
         self._site_getter = site_getter
 
-    def render(self, request: server.Request) -> Any:
+    def render(self, request: server.Request) -> int:
         site = self._site_getter() if self._site_getter else None
         if site is not None:
             channel = request.channel
@@ -83,7 +86,7 @@ class ControlResource(resource.Resource):
 
     # -- input
 
-    def _body(self, request: server.Request) -> Any:
+    def _body(self, request: server.Request) -> object:
         content = request.content.read(MAX_BODY + 1) if request.content is not None else b""
         if len(content) > MAX_BODY:
             raise BadRequest(f"body larger than {MAX_BODY} bytes")
@@ -107,30 +110,30 @@ class ControlResource(resource.Resource):
 
     # -- endpoints
 
-    def _index(self, request: server.Request) -> Any:
+    def _index(self, request: server.Request) -> Document:
         document = self.engine.describe()
         document["counters"] = self.engine.counters.snapshot()
         document["endpoints"] = [f"{m} {p}" for m, p in _PATHS]
         return document
 
-    def _contents(self, request: server.Request) -> Any:
+    def _contents(self, request: server.Request) -> Document:
         return {"contents": [c.as_json() for c in self.engine.catalog]}
 
-    def _sessions(self, request: server.Request) -> Any:
+    def _sessions(self, request: server.Request) -> Document:
         return {"sessions": self.engine.describe()["sessions"]}
 
-    def _counters(self, request: server.Request) -> Any:
+    def _counters(self, request: server.Request) -> Document:
         return self.engine.counters.snapshot()
 
-    def _reset_counters(self, request: server.Request) -> Any:
+    def _reset_counters(self, request: server.Request) -> Document:
         self.engine.counters.reset()
         return self.engine.counters.snapshot()
 
-    def _faults(self, request: server.Request) -> Any:
+    def _faults(self, request: server.Request) -> Document:
         return {"faults": [f.as_json() for f in self.engine.faults],
                 "kinds": [kind.describe() for kind in faultlib.FAULTS.values()]}
 
-    def _set_faults(self, request: server.Request) -> Any:
+    def _set_faults(self, request: server.Request) -> Document:
         body = self._body(request)
         if body is None:
             query = self._query(request)
@@ -160,17 +163,17 @@ class ControlResource(resource.Resource):
         return {"faults": [self.engine.set_fault(name, content=target, **valid).as_json()
                            for name, target, valid in checked]}
 
-    def _clear_faults(self, request: server.Request) -> Any:
+    def _clear_faults(self, request: server.Request) -> Document:
         query = self._query(request)
         unknown = set(query) - {"name", "content"}
         if unknown:
             raise BadRequest(f"DELETE /_sim/faults takes only name and content, not {', '.join(sorted(unknown))}")
-        content: Any = query.get("content", "*")
+        content: Optional[str] = query.get("content", "*")
         if content in ("", "global", "none", "null"):
             content = None
         return {"cleared": self.engine.clear_faults(query.get("name") or None, content)}
 
-    def _restart(self, request: server.Request) -> Any:
+    def _restart(self, request: server.Request) -> Document:
         options: Dict[str, Any] = dict(self._query(request))
         body = self._body(request)
         if body is not None:

@@ -19,6 +19,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import attr
 
+from acetwist.sim.contents import Content
+
 
 class FaultError(ValueError):
     """A fault name, scope or parameter is not acceptable."""
@@ -212,7 +214,7 @@ class Fault:
 
     id: int
     name: str
-    content: Optional[Any]  # a Content, or None for engine-wide
+    content: Optional[Content]  # None for engine-wide
     params: Dict[str, Any]
     created: float
     triggered: int = 0

@@ -8,11 +8,11 @@ same L{Simulator} on a loopback port.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from twisted.application import service, strports
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from acetwist.sim.config import SimConfig
@@ -21,7 +21,15 @@ from acetwist.sim.engine import Engine
 from acetwist.sim.faults import Fault
 from acetwist.sim.web import EngineResource, SimSite
 
+if TYPE_CHECKING:
+    from acetwist.reactor import IReactor
+
 RETRY_LISTEN = 0.5
+
+#: stops listening; may return a Deferred that fires once it has
+Pause = Callable[[], Optional[Deferred[None]]]
+#: listens again; raises when the port is busy
+Resume = Callable[[], None]
 
 
 class Simulator:
@@ -33,20 +41,20 @@ class Simulator:
 
     log = Logger()
 
-    def __init__(self, config: SimConfig, reactor: Any) -> None:
+    def __init__(self, config: SimConfig, reactor: IReactorTime) -> None:
         self.reactor = reactor
         self.engine = Engine(reactor, config)
         self.site: SimSite = SimSite(EngineResource(self.engine, ControlResource(self.engine, lambda: self.site)),
                                      reactor)
-        self._pause: Optional[Callable[[], Any]] = None
-        self._resume: Optional[Callable[[], Any]] = None
+        self._pause: Optional[Pause] = None
+        self._resume: Optional[Resume] = None
         self._listening = True
         self._busy = False
         self._retry: Optional[IDelayedCall] = None
         self._stopped = False
         self.engine.add_down_observer(self._down_changed)
 
-    def set_listener(self, pause: Callable[[], Any], resume: Callable[[], Any]) -> None:
+    def set_listener(self, pause: Pause, resume: Resume) -> None:
         """C{pause()} stops listening (may return a Deferred); C{resume()} listens again (may raise)."""
         self._pause, self._resume = pause, resume
         self._reconcile()
@@ -68,7 +76,7 @@ class Simulator:
             self._busy = True
             self.log.info("down: no longer listening")
 
-            def paused(_: Any) -> None:
+            def paused(_: object) -> None:
                 self._listening = False
                 self._busy = False
                 self._reconcile()
@@ -109,7 +117,7 @@ class SimulatorService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, config: SimConfig, reactor: Any) -> None:
+    def __init__(self, config: SimConfig, reactor: IReactor) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -124,7 +132,7 @@ class SimulatorService(service.MultiService):
     def _listen_service(self) -> service.Service:
         return strports.service(self.config.listen, self.simulator.site, reactor=self.reactor)
 
-    def _pause(self) -> Any:
+    def _pause(self) -> Optional[Deferred[None]]:
         listening, self.listening = self.listening, None
         if listening is not None and listening.running:
             return listening.stopService()
@@ -164,6 +172,5 @@ class SimulatorService(service.MultiService):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         listening = self._pause()
-        d = maybeDeferred(lambda: listening)
-        d.addCallback(lambda _: self.simulator.shutdown())
-        return d
+        stopped = listening if listening is not None else succeed(None)
+        return stopped.addCallback(lambda _: self.simulator.shutdown())

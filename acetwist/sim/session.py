@@ -65,7 +65,7 @@ class Session:
         self.idle_timeout = engine.config.idle_timeout
         self.last_activity = now
         self.holds: Set[Hold] = set()
-        self.stream_reader: Optional[Any] = None  # the one reader of the progressive body
+        self.stream_reader: Optional[Hold] = None  # the one reader of the progressive body
         self.ended: Optional[str] = None
         self.first_byte_at: Optional[float] = None
         self.gaps_done: Set[int] = set()

@@ -11,14 +11,17 @@ C{ACETWIST_SIM_FAULT="gap:ms=2000;slow_json:ms=500"}.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
 from twisted.application import service
 from twisted.python import usage
 
 from acetwist.config import ConfigError
-from acetwist.sim.config import OPTIONS, SimConfig, parse_fault_specs
+from acetwist.sim.config import OPTIONS, FaultSpec, SimConfig, parse_fault_specs
 from acetwist.sim.faults import FAULTS, FaultError
+
+if TYPE_CHECKING:
+    from acetwist.reactor import IReactor
 
 LONGDESC = """An AceStream engine look-alike for tests, benchmarks and demos: the
 engine's HTTP API (/webui/api/service, /server/api, /ace/getstream,
@@ -60,7 +63,7 @@ class Options(usage.Options):
                 values[option.key] = option.parse(raw)
             except (ConfigError, ValueError) as e:
                 raise usage.UsageError(f"{source}: {e}") from None
-        faults: List[Any] = list(self["faults"])
+        faults: List[FaultSpec] = list(self["faults"])
         if not faults and "ACETWIST_SIM_FAULT" in self._environ:
             try:
                 faults = parse_fault_specs(self._environ["ACETWIST_SIM_FAULT"])
@@ -76,7 +79,7 @@ class Options(usage.Options):
         self["config"] = config
 
 
-def makeService(options: Options, reactor: Any = None) -> service.MultiService:
+def makeService(options: Options, reactor: Optional[IReactor] = None) -> service.MultiService:
     """The simulator service for twistd (or for a test, with a reactor of its choice)."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor

@@ -32,18 +32,23 @@ cuts every connection, cancels every timer and fires when all is closed.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Generator, Optional
 
 import attr
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.interfaces import IListeningPort, IProtocol, IReactorTime
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.web.server import Site
 
 from acetwist.sim.config import SimConfig
 from acetwist.sim.engine import Engine
 from acetwist.sim.service import Simulator
+
+if TYPE_CHECKING:
+    from acetwist.reactor import IReactor
 
 
 @attr.s(auto_attribs=True, eq=False)
@@ -51,10 +56,10 @@ class RunningSimulator:
     """A simulator listening on loopback. C{url} is C{http://127.0.0.1:PORT}."""
 
     simulator: Simulator
-    reactor: Any
+    reactor: IReactor
     interface: str
     port_number: int
-    port: Optional[Any] = None
+    port: Optional[IListeningPort] = None
     stopped: bool = False
 
     @property
@@ -65,15 +70,15 @@ class RunningSimulator:
     def url(self) -> str:
         return f"http://{self.interface}:{self.port_number}"
 
-    def _pause(self) -> Any:
+    def _pause(self) -> Optional[Deferred[None]]:
         port, self.port = self.port, None
         return port.stopListening() if port is not None else None
 
     def _resume(self) -> None:
-        self.port = self.reactor.listenTCP(self.port_number, self.simulator.site, interface=self.interface)
+        self.port = _listen(self.reactor, self.port_number, self.simulator.site, self.interface)
 
     @inlineCallbacks
-    def stop(self) -> Any:
+    def stop(self) -> Generator[Deferred[Any], Any, None]:
         """Stop listening, cut every connection, cancel every timer."""
         if self.stopped:
             return
@@ -82,7 +87,13 @@ class RunningSimulator:
         yield self.simulator.shutdown()
 
 
-def start_simulator(reactor: Any, interface: str = "127.0.0.1", port: int = 0, **config: Any) -> Deferred[RunningSimulator]:
+def _listen(reactor: IReactor, port: int, site: Site, interface: str) -> IListeningPort:
+    # Twisted types listenTCP's factory as ServerFactory[_ProtoWithFactory], which Site is not (invariance)
+    return reactor.listenTCP(port, site, interface=interface)  # type: ignore[arg-type]
+
+
+def start_simulator(reactor: IReactor, interface: str = "127.0.0.1", port: int = 0,
+                    **config: object) -> Deferred[RunningSimulator]:
     """
     Start a simulator on C{interface}:C{port} (a free port by default) with
     the given settings. Raises L{acetwist.config.ConfigError} for a bad
@@ -90,8 +101,10 @@ def start_simulator(reactor: Any, interface: str = "127.0.0.1", port: int = 0, *
     """
     settings = SimConfig.from_values(config)
     simulator = Simulator(settings, reactor)
-    listening = reactor.listenTCP(port, simulator.site, interface=interface)
-    running = RunningSimulator(simulator, reactor, interface, listening.getHost().port, listening)
+    listening = _listen(reactor, port, simulator.site, interface)
+    address = listening.getHost()
+    assert isinstance(address, (IPv4Address, IPv6Address))
+    running = RunningSimulator(simulator, reactor, interface, address.port, listening)
     simulator.set_listener(running._pause, running._resume)
     done: Deferred[RunningSimulator] = Deferred()
     done.callback(running)
@@ -105,10 +118,10 @@ def start_simulator(reactor: Any, interface: str = "127.0.0.1", port: int = 0, *
 class _MemoryTransport(StringTransport):
     """A StringTransport whose close and abort reach the protocol on the next clock turn."""
 
-    def __init__(self, clock: Any) -> None:
+    def __init__(self, clock: IReactorTime) -> None:
         super().__init__(IPv4Address("TCP", "127.0.0.1", 6878), IPv4Address("TCP", "127.0.0.1", 50000))
         self.clock = clock
-        self.protocol: Any = None
+        self.protocol: Optional[IProtocol] = None
         self.aborted = False
         self.closed = False
 
@@ -124,6 +137,7 @@ class _MemoryTransport(StringTransport):
     def _close(self, reason: Exception) -> None:
         if not self.closed:
             self.closed = True
+            assert self.protocol is not None
             self.clock.callLater(0, self.protocol.connectionLost, Failure(reason))
 
 
@@ -148,7 +162,7 @@ def parse_response(raw: bytes) -> MemoryResponse:
         key, _, value = line.partition(":")
         headers[key.strip().lower()] = value.strip()
     if headers.get("transfer-encoding") == "chunked":
-        body, complete = bytearray(), False
+        chunks, complete = bytearray(), False
         while True:
             size_line, crlf, after = rest.partition(b"\r\n")
             if not crlf:
@@ -158,11 +172,11 @@ def parse_response(raw: bytes) -> MemoryResponse:
                 complete = True
                 break
             if len(after) < size + 2:
-                body += after[:size]
+                chunks += after[:size]
                 break
-            body += after[:size]
+            chunks += after[:size]
             rest = after[size + 2 :]
-        return MemoryResponse(status, headers, bytes(body), complete, raw)
+        return MemoryResponse(status, headers, bytes(chunks), complete, raw)
     length = int(headers.get("content-length", "-1"))
     body = rest if length < 0 else rest[:length]
     return MemoryResponse(status, headers, body, length >= 0 and len(rest) >= length, raw)
@@ -175,10 +189,12 @@ class MemoryClient:
     C{response()}. C{transport.aborted} tells a reset from a clean close.
     """
 
-    def __init__(self, site: Any, clock: Any, host: str = "127.0.0.1:6878") -> None:
+    def __init__(self, site: Site, clock: IReactorTime, host: str = "127.0.0.1:6878") -> None:
         self.host = host
         self.transport = _MemoryTransport(clock)
-        self.protocol = site.buildProtocol(self.transport.getPeer())
+        protocol = site.buildProtocol(self.transport.getPeer())
+        assert protocol is not None
+        self.protocol: IProtocol = protocol
         self.transport.protocol = self.protocol
         self.protocol.makeConnection(self.transport)
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Awaitable, Callable, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Coroutine, Dict, Optional, Protocol, Set, Tuple, cast
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from acetwist.sim.contents import Content
 from acetwist.sim.engine import Engine
@@ -43,6 +43,21 @@ TEXT_TYPE = b"text/plain; charset=utf-8"
 M3U8_TYPE = b"application/vnd.apple.mpegurl"
 
 
+class _Abortable(Protocol):
+    def abortConnection(self) -> None: ...
+
+
+def abort_connection(request: server.Request) -> None:
+    """
+    Reset the request's connection now. twisted types C{request.transport} as
+    C{ITransport}; every transport a request runs on (TCP, TLS, the tests'
+    C{StringTransport}) also has C{abortConnection}.
+    """
+    transport = request.transport
+    if transport is not None:
+        cast(_Abortable, transport).abortConnection()
+
+
 class RequestSink:
     """L{acetwist.sim.stream.Sink} over a twisted.web request."""
 
@@ -61,12 +76,12 @@ class RequestSink:
             return
         request.unregisterProducer()
         request.finish()
-        if close:
+        if close and request.transport is not None:
             request.transport.loseConnection()
 
     def abort(self) -> None:
         if not self.request._disconnected:
-            self.request.transport.abortConnection()
+            abort_connection(self.request)
 
 
 class RequestHold:
@@ -82,7 +97,7 @@ class RequestHold:
         if self.sender is not None:
             self.sender.connection_lost()
         if not self.request._disconnected:
-            self.request.transport.abortConnection()
+            abort_connection(self.request)
 
     def session_ended(self, reason: str) -> None:
         if self.sender is not None:
@@ -102,7 +117,7 @@ def _reply(request: server.Request, status: int, body: bytes, content_type: byte
     request.finish()
 
 
-def reply_json(request: server.Request, document: Any, status: int = 200) -> None:
+def reply_json(request: server.Request, document: object, status: int = 200) -> None:
     _reply(request, status, json.dumps(document).encode("utf-8"), JSON_TYPE)
 
 
@@ -152,7 +167,7 @@ class EngineResource(resource.Resource):
         self.segment = segment_seconds(engine.config.gop)
         self.segment_packets = round(self.segment / engine.template.gop) * engine.template.packets
         hex40 = _HEX40
-        self.routes: Tuple[Tuple[re.Pattern[str], Callable[..., Awaitable[None]], bool], ...] = (
+        self.routes: Tuple[Tuple[re.Pattern[str], Callable[..., Coroutine[Any, Any, None]], bool], ...] = (
             (re.compile(r"/webui/api/service/?"), self._webui, False),
             (re.compile(r"/server/api/?"), self._server_api, False),
             (re.compile(r"/ace/getstream/?"), self._start_ts, False),
@@ -168,7 +183,7 @@ class EngineResource(resource.Resource):
 
     # -- dispatch
 
-    def render(self, request: server.Request) -> Any:
+    def render(self, request: server.Request) -> bytes | int:
         path = request.path.decode("utf-8", "replace")
         if path == "/_sim" or path.startswith("/_sim/"):
             return self.control.render(request)
@@ -177,7 +192,7 @@ class EngineResource(resource.Resource):
             reply_text(request, 503, "engine unavailable")
             return server.NOT_DONE_YET
         if mode is not None:
-            request.transport.abortConnection()
+            abort_connection(request)
             return server.NOT_DONE_YET
         for pattern, handler, media in self.routes:
             match = pattern.fullmatch(path)
@@ -201,7 +216,7 @@ class EngineResource(resource.Resource):
         finished.addBoth(self._finished, hold, running)
         return server.NOT_DONE_YET
 
-    def _finished(self, result: Any, hold: RequestHold, running: Deferred[None]) -> None:
+    def _finished(self, result: object, hold: RequestHold, running: Deferred[None]) -> None:
         self.engine.holds.discard(hold)
         session = hold.session
         if session is not None:
@@ -220,7 +235,7 @@ class EngineResource(resource.Resource):
         if request.finished or request._disconnected:
             return
         if request.startedWriting:
-            request.transport.abortConnection()
+            abort_connection(request)
         else:
             reply_text(request, 500, "internal error")
 
@@ -267,7 +282,7 @@ class EngineResource(resource.Resource):
                 reply_text(request, 503, "engine unavailable")
                 return False
             if mode is not None:
-                request.transport.abortConnection()
+                abort_connection(request)
                 return False
             if not self.engine.stalled(content):
                 return True
@@ -401,7 +416,7 @@ class EngineResource(resource.Resource):
         if session.ended in ("stopped", "expired"):
             reply_text(request, 500, UNKNOWN_SESSION)
         elif not request._disconnected:
-            request.transport.abortConnection()
+            abort_connection(request)
 
     async def _gated_session(self, request: server.Request, hold: RequestHold, infohash: str, token: str,
                              find: Optional[Callable[[str, str], Optional[Session]]] = None,
@@ -480,8 +495,10 @@ class EngineResource(resource.Resource):
         if session.stream_reader is not None:
             self.counters.add("concurrent_reader_rejections")
             self.log.info("second reader on {content}: corrupt reply", content=session.content.name)
-            request.transport.write(CORRUPT_REPLY)
-            request.transport.loseConnection()
+            transport = request.transport
+            if transport is not None:
+                transport.write(CORRUPT_REPLY)
+                transport.loseConnection()
             return
         hold.session = session
         session.stream_reader = hold
@@ -635,16 +652,18 @@ class SimSite(server.Site):
 
     displayTracebacks = False
 
-    def __init__(self, root: resource.Resource, reactor: Any) -> None:
+    def __init__(self, root: resource.Resource, reactor: IReactorTime) -> None:
         super().__init__(root, reactor=reactor)
-        self.connections: Set[Any] = set()
-        self.control_channels: Set[Any] = set()
+        # the type twisted's HTTPFactory.buildProtocol declares
+        self.connections: Set[http._GenericHTTPChannelProtocol] = set()
+        #: the HTTP channels serving C{/_sim} requests
+        self.control_channels: Set[object] = set()
         self._drained: list[Deferred[None]] = []
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
-    def buildProtocol(self, addr: Any) -> Any:
+    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[http._GenericHTTPChannelProtocol]:
         protocol = super().buildProtocol(addr)
         if protocol is None:
             return None
