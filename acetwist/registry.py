@@ -6,7 +6,7 @@ from typing import Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from acetwist.channel import Channel, ClientInfo, new_client_id
 from acetwist.errors import EngineError, ErrorKind
@@ -15,7 +15,7 @@ from acetwist.ring import TSRing
 from acetwist.upstream import EngineSession, Selector
 
 #: makes a player's sink: (request, ring to read, who to tell when it closes)
-SinkFactory = Callable[[IRequest, TSRing, Callable[[ISink, str], None]], ISink]
+SinkFactory = Callable[[Request, TSRing, Callable[[ISink, str], None]], ISink]
 
 
 class Registry:
@@ -62,7 +62,7 @@ class Registry:
         self._by_key[selector.key] = channel
         return channel
 
-    def join(self, selector: Selector, request: IRequest) -> ISink:
+    def join(self, selector: Selector, request: Request) -> ISink:
         """
         Attach the player behind C{request} to C{selector}'s channel (started
         if new) and return its sink. Raises L{EngineError} when a limit is reached.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_service -*-
+# -*- test-case-name: tests.test_proxy_lifecycle,tests.test_web -*-
 """The proxy as a Twisted service: engine client, coordinator, registry and web app."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 from twisted.application.service import Service
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from acetwist.channel import Channel
 from acetwist.config import Settings
@@ -79,7 +79,7 @@ class ProxyService(Service):
             on_canonical=registry.canonical,
         )
 
-    def _make_sink(self, request: IRequest, ring: TSRing, on_close: Callable[[ISink, str], None]) -> ISink:
+    def _make_sink(self, request: Request, ring: TSRing, on_close: Callable[[ISink, str], None]) -> ISink:
         return ClientSink(
             request,
             ring,

@@ -21,6 +21,7 @@ from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from acetwist import __version__
 from acetwist.config import Settings
@@ -132,7 +133,7 @@ class ProxyApp:
     # ---------------------------------------------------------- player API
 
     @app.route("/ace/getstream", branch=False, strict_slashes=False)
-    def getstream(self, request: IRequest) -> Any:
+    def getstream(self, request: Request) -> Any:
         self.requests += 1
         if request.method not in (b"GET", b"HEAD"):
             request.setHeader(b"Allow", b"GET, HEAD")
@@ -155,7 +156,7 @@ class ProxyApp:
             return self._error(request, e.status, e.message, e.retry_after)
         return sink.done.addErrback(self._stream_failed, request)
 
-    def _stream_failed(self, failure: Failure, request: IRequest) -> Any:
+    def _stream_failed(self, failure: Failure, request: Request) -> Any:
         if failure.check(CancelledError):
             return None  # the player went away
         if request.startedWriting:
@@ -164,8 +165,8 @@ class ProxyApp:
             if transport is not None:
                 transport.abortConnection()
             return None
-        if failure.check(EngineError):
-            error: EngineError = failure.value
+        error = failure.value
+        if isinstance(error, EngineError):
             return self._error(request, error.status, error.message, error.retry_after)
         self.log.failure("unexpected failure serving a stream", failure)
         return self._error(request, 500, "internal error")
