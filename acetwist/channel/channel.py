@@ -351,11 +351,6 @@ class Channel:
         self._engine_sources.append(source)
         self._role = owning = _Owning(LeaseMachine(lease_core), lease_core, source, self._heartbeat_loop())
         owning.lease.hold()
-        if had_data:
-            # a takeover: no playback URL of ours to re-read, so the ladder starts at a new session
-            source.core.begin_incident()
-            assert source.core.ladder is not None
-            source.core.ladder.skip_rereads()
         source.start()
         return owning
 

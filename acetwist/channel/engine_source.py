@@ -201,7 +201,13 @@ def _build() -> Callable[[EngineCore], _Inputs]:
     stopped = machine.state("Stopped")
 
     # ---------------------------------------------------------------- idle
-    idle.upon(_Inputs.start).to(opening).returns(None)
+    @idle.upon(_Inputs.start).to(opening)
+    def start(m: _Inputs, s: EngineCore) -> None:
+        if s.had_data:
+            # a takeover: players are waiting, and there is no playback URL of ours to re-read
+            s.begin_incident()
+            assert s.ladder is not None
+            s.ladder.skip_rereads()
 
     @idle.upon(_Inputs.stop).to(stopped)
     def stop_idle(m: _Inputs, s: EngineCore, stop_session: bool) -> None:
@@ -301,9 +307,9 @@ def _build() -> Callable[[EngineCore], _Inputs]:
     @waiting.upon(_Inputs._due).to(deciding)
     def due(m: _Inputs, s: EngineCore, w: _Wait) -> None:
         s.log.info("{key}: recovery attempt {n} ({rung})", key=s.key, n=w.step.attempt, rung=w.step.rung.value)
-        if w.step.rung is Rung.REREAD:
+        if w.step.rung is Rung.REREAD and s.session is not None:
             m._read(w.timeout)
-        elif w.step.rung is Rung.SESSION:
+        elif w.step.rung is not Rung.GIVE_UP:
             s.stop_session(s.session)
             m._open()
         else:

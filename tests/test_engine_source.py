@@ -1,0 +1,182 @@
+"""The owner's engine source on task.Clock, with a hand-driven engine."""
+
+from typing import List
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from acetwist.channel.engine_source import EngineCore, EngineSource
+from acetwist.config import Settings
+from acetwist.errors import EngineError, ErrorKind
+from acetwist.upstream import EngineSession, PlaybackEnd, Selector
+from tests.fakes import FakeEngine, gop
+
+ID = "1" * 40
+GONE = EngineError(502, "engine playback answered HTTP 404", kind=ErrorKind.GONE)
+
+
+class EngineSourceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.engine = FakeEngine()
+        self.settings = Settings.defaults(first_byte_timeout=30.0, idle_timeout=5.0, backoff=1.0, reconnect_attempts=3,
+                                          session_attempts=2, recovery_first_byte_timeout=4.0)
+        self.data: List[bytes] = []
+        self.failures: List[EngineError] = []
+        self.incidents = 0
+        self.handed_over: List[EngineSession] = []
+        self.source = self.make_source()
+
+    def make_source(self, had_data: bool = False) -> EngineSource:
+        def on_session(session: EngineSession) -> bool:
+            if session.infohash == "cd" * 20:
+                self.handed_over.append(session)
+                return False
+            return True
+
+        def on_recovering() -> None:
+            self.incidents += 1
+
+        return EngineSource(EngineCore(self.engine, Selector("id", ID), self.settings, self.clock,
+                                       on_data=self.data.append, on_session=on_session, on_recovering=on_recovering,
+                                       on_failed=self.failures.append, had_data=had_data, key="id:" + ID))
+
+    def go_live(self) -> None:
+        self.source.start()
+        self.engine.answer()
+        self.engine.readers[-1].feed(gop(0))
+        self.source.block_cut()
+
+    def test_phases_follow_the_stream(self) -> None:
+        """The source is starting, then prebuffering once the session opens, live on the first block, recovering after a cut."""
+        self.source.start()
+        self.assertEqual(self.source.phase, "starting")
+        self.engine.answer()
+        self.assertEqual(self.source.phase, "prebuffering")
+        self.engine.readers[-1].feed(gop(0))
+        self.source.block_cut()
+        self.assertEqual(self.source.phase, "live")
+        self.engine.readers[-1].end("cut")
+        self.assertEqual((self.source.phase, self.incidents), ("recovering", 1))
+        self.clock.advance(1.0)
+        self.engine.readers[-1].feed(gop(1))
+        self.source.block_cut()
+        self.assertEqual(self.source.phase, "live")
+
+    def test_a_late_engine_reply_after_stop_is_stopped_exactly_once_and_otherwise_ignored(self) -> None:
+        """A session granted after the source stopped is stopped once and never read."""
+        self.source.start()
+        self.source.stop()
+        session = self.engine.answer()
+        self.source.stop()
+        self.assertEqual(self.engine.stopped, [session.pid])
+        self.assertEqual(self.engine.readers, [])
+        self.assertEqual(self.failures, [])
+
+    def test_stopping_while_waiting_for_a_rung_cancels_its_timer(self) -> None:
+        """Leaving the waiting state cancels the rung's timer: no read follows the stop."""
+        self.go_live()
+        self.engine.readers[-1].end("cut")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.source.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(60)
+        self.assertEqual(len(self.engine.readers), 1)
+        self.assertEqual(self.engine.stopped, ["pid-0"])
+
+    def test_a_demoted_owner_stops_its_reader_but_not_the_engine_session(self) -> None:
+        """Abandoning the source (another worker owns the stream) stops the reader and leaves the session alone."""
+        self.go_live()
+        self.source.abandon()
+        self.assertTrue(self.engine.readers[0].stopped)
+        self.assertEqual(self.engine.stop_calls, 0)
+
+    def test_the_engine_saying_the_session_is_gone_opens_a_new_session_at_once(self) -> None:
+        """After a cut, a 404 on the playback URL skips the remaining re-reads and opens a new session with no delay."""
+        self.go_live()
+        self.engine.readers[-1].end("cut")
+        self.clock.advance(1.0)
+        self.engine.readers[-1].end("engine playback answered HTTP 404", GONE)
+        self.clock.advance(0)
+        self.assertEqual(self.engine.json_calls, 2)
+        self.assertEqual(self.engine.stopped, ["pid-0"])
+        self.engine.answer()
+        self.assertEqual(self.engine.readers[-1].first_byte_timeout, self.settings.first_byte_timeout)
+
+    def test_connection_failures_climb_the_ladder_with_backoff(self) -> None:
+        """Re-reads refused by a down engine are retried after 1, 2 and 4 s before a new session is asked for."""
+        self.go_live()
+        self.engine.readers[-1].end("cut")
+        for delay in (1.0, 2.0, 4.0):
+            self.clock.advance(delay - 0.01)
+            count = len(self.engine.readers)
+            self.clock.advance(0.01)
+            self.assertEqual(len(self.engine.readers), count + 1)
+            self.engine.readers[-1].end("refused", EngineError(503, "engine unreachable"))
+        self.assertEqual(self.engine.json_calls, 1)
+        self.clock.advance(8.0)
+        self.assertEqual(self.engine.json_calls, 2)
+
+    def test_an_empty_reply_before_any_data_is_read_again_until_the_deadline(self) -> None:
+        """While the engine warms up empty replies are re-read; at the first-byte deadline the players get the error."""
+        self.source.start()
+        self.engine.answer()
+        empty = EngineError(502, "engine ended the stream before any data", kind=ErrorKind.EMPTY)
+        for _ in range(40):
+            if self.failures:
+                break
+            self.engine.readers[-1].end("closed", empty)
+            self.clock.advance(self.settings.backoff)
+        self.assertEqual(self.failures, [empty])
+        self.assertLessEqual(self.clock.seconds(), self.settings.first_byte_timeout)
+        self.assertGreater(len(self.engine.readers), 10)
+
+    def test_a_refusal_before_any_data_is_final(self) -> None:
+        """An engine refusal of the first session fails the players at once, with no retry."""
+        self.source.start()
+        error = EngineError(502, "engine: failed to load content")
+        self.engine.refuse(error)
+        self.assertEqual(self.failures, [error])
+        self.clock.advance(60)
+        self.assertEqual(self.engine.json_calls, 1)
+
+    def test_a_session_handed_over_meanwhile_is_used_if_our_call_fails(self) -> None:
+        """A session adopted while our JSON call is pending is read if that call fails."""
+        self.source.start()
+        adopted = self.engine.session(9)
+        self.source.adopt(adopted)
+        self.engine.refuse(EngineError(503, "busy"))
+        self.assertEqual(self.failures, [])
+        self.assertEqual(self.engine.readers[-1].url, adopted.playback_url)
+        self.assertIs(self.source.session, adopted)
+
+    def test_a_session_for_another_channels_stream_is_not_read(self) -> None:
+        """When the channel hands a new session to another channel, the source reads nothing and stops nothing."""
+        self.source.start()
+        self.engine.answer(infohash="cd" * 20)
+        self.assertEqual(len(self.handed_over), 1)
+        self.assertEqual((self.engine.readers, self.engine.stopped), ([], []))
+        self.source.stop()
+        self.assertEqual(self.engine.stopped, [])
+
+    def test_a_reader_that_reports_after_it_was_replaced_is_ignored(self) -> None:
+        """An end reported by a reader that an adopted session replaced starts no recovery."""
+        self.go_live()
+        first = self.engine.readers[0]
+        self.source.adopt(self.engine.session(5))
+        incidents = self.incidents
+        first.on_end(PlaybackEnd("late", first.bytes_read))
+        self.assertEqual(self.incidents, incidents)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 0)
+
+    def test_a_takeover_opens_a_new_session_without_rereading(self) -> None:
+        """A source that starts with data already in the ring treats a failed first session as a rung, not a failure."""
+        self.source = self.make_source(had_data=True)
+        self.source.start()
+        self.assertEqual((self.source.phase, self.incidents), ("recovering", 1))
+        self.engine.refuse(EngineError(503, "busy"))
+        self.assertEqual(self.failures, [])
+        self.clock.advance(1.0)
+        self.assertEqual(self.engine.json_calls, 2)
+        self.engine.answer()
+        self.assertEqual(len(self.engine.readers), 1)
