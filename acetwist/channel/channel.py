@@ -13,10 +13,8 @@ through L{Channel._teardown}.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Protocol, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
-from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -24,12 +22,13 @@ from twisted.logger import Logger
 
 from acetwist.channel.engine_source import EngineCore, EngineSource
 from acetwist.channel.grace import GraceCore, GraceMachine
-from acetwist.channel.lease import ILeaseHolder, LeaseCore, LeaseMachine
+from acetwist.channel.lease import LeaseCore, LeaseMachine
+from acetwist.channel.lifecycle import Following, Lifecycle, LifecycleMachine, Owning
 from acetwist.channel.mirror_source import MirrorCore, MirrorSource, OwnerWatch, WatchCore
 from acetwist.channel.roster import ClientInfo, Roster
 from acetwist.config import Settings
 from acetwist.engine_api import IEngine
-from acetwist.errors import EngineError, ErrorKind
+from acetwist.errors import EngineError
 from acetwist.interfaces import Block, ICoordinator, ISink, Lease
 from acetwist.ring import TSRing
 from acetwist.upstream import EngineSession, Selector, stream_key
@@ -37,146 +36,6 @@ from acetwist.upstream import EngineSession, Selector, stream_key
 #: asks the registry whether C{session}'s infohash is another live channel's
 #: stream; if so the registry hands this channel's players to it and returns True
 OnCanonical = Callable[["Channel", str, EngineSession], bool]
-
-
-@dataclass
-class _Owning:
-    lease: ILeaseHolder
-    lease_core: LeaseCore
-    source: EngineSource
-    heartbeat: LoopingCall
-
-
-@dataclass
-class _Following:
-    source: MirrorSource
-    watch: OwnerWatch
-    heartbeat: LoopingCall
-
-
-class _Lifecycle(Protocol):
-    def start(self) -> None:
-        """Claim the stream key."""
-
-    def stop(self, reason: str) -> None:
-        """End the channel: players closed, the engine session stopped once."""
-
-    def fail(self, error: EngineError) -> None:
-        """End the channel with C{error} for every player."""
-
-    def handed_over(self) -> None:
-        """Our players went to another channel with our engine session: end quietly."""
-
-    def _won(self, lease: Lease) -> None: ...
-
-    def _lost(self) -> None: ...
-
-    def _claim_failed(self, error: EngineError) -> None: ...
-
-    def _demoted(self) -> None: ...
-
-    def _took_over(self, lease: Lease) -> None: ...
-
-
-def _build() -> Callable[["Channel"], _Lifecycle]:
-    machine = TypeMachineBuilder(_Lifecycle, Channel)
-
-    def own(m: _Lifecycle, c: Channel, lease: Lease) -> _Owning:
-        return c._own(m, lease)
-
-    def follow(m: _Lifecycle, c: Channel) -> _Following:
-        return c._follow(m)
-
-    idle = machine.state("Idle")
-    claiming = machine.state("Claiming")
-    owning = machine.state("Owning", own)
-    following = machine.state("Following", follow)
-    stopped = machine.state("Stopped")
-    failed = machine.state("Failed")
-
-    @idle.upon(_Lifecycle.start).to(claiming)
-    def claim(m: _Lifecycle, c: Channel) -> None:
-        c.coordinator.claim(c.key).addCallbacks(
-            lambda lease: m._won(lease) if lease is not None else m._lost(),
-            lambda f: m._claim_failed(
-                EngineError(503, f"cluster unavailable: {f.getErrorMessage()}", retry_after=2, kind=ErrorKind.CLUSTER)
-            ),
-        )
-
-    claiming.upon(_Lifecycle._won).to(owning).returns(None)
-    claiming.upon(_Lifecycle._lost).to(following).returns(None)
-    claiming.upon(_Lifecycle.start).loop().returns(None)
-
-    @claiming.upon(_Lifecycle._claim_failed).to(failed)
-    @claiming.upon(_Lifecycle.fail).to(failed)
-    def claim_failed(m: _Lifecycle, c: Channel, error: EngineError) -> None:
-        c._teardown(error)
-
-    @idle.upon(_Lifecycle.stop).to(stopped)
-    @claiming.upon(_Lifecycle.stop).to(stopped)
-    def stop_unclaimed(m: _Lifecycle, c: Channel, reason: str) -> None:
-        c._teardown(None, reason)
-
-    idle.upon(_Lifecycle.handed_over).to(stopped).returns(None)
-
-    # ---------------------------------------------------------------- owning
-    owning.upon(_Lifecycle.start).loop().returns(None)
-
-    @owning.upon(_Lifecycle._demoted).to(following)
-    def demoted(m: _Lifecycle, c: Channel, o: _Owning) -> None:
-        # another worker's session superseded ours: stop reading, leave the session to it
-        o.source.abandon()
-        o.lease.forget()
-        o.heartbeat.stop()
-
-    @owning.upon(_Lifecycle.stop).to(stopped)
-    def stop_owning(m: _Lifecycle, c: Channel, o: _Owning, reason: str) -> None:
-        c._release(o)
-        c._teardown(None, reason)
-
-    @owning.upon(_Lifecycle.fail).to(failed)
-    def fail_owning(m: _Lifecycle, c: Channel, o: _Owning, error: EngineError) -> None:
-        c._release(o)
-        c._teardown(error)
-
-    @owning.upon(_Lifecycle.handed_over).to(stopped)
-    def handed_over(m: _Lifecycle, c: Channel, o: _Owning) -> None:
-        c._release(o)
-        c._teardown(None, "handed over")
-
-    # ---------------------------------------------------------------- following
-    following.upon(_Lifecycle.start).loop().returns(None)
-
-    @following.upon(_Lifecycle._took_over).to(owning)
-    def took_over(m: _Lifecycle, c: Channel, f: _Following, lease: Lease) -> None:
-        f.source.stop()
-        f.heartbeat.stop()
-
-    @following.upon(_Lifecycle.stop).to(stopped)
-    def stop_following(m: _Lifecycle, c: Channel, f: _Following, reason: str) -> None:
-        c._unfollow(f)
-        c._teardown(None, reason)
-
-    @following.upon(_Lifecycle.fail).to(failed)
-    def fail_following(m: _Lifecycle, c: Channel, f: _Following, error: EngineError) -> None:
-        c._unfollow(f)
-        c._teardown(error)
-
-    # ---------------------------------------------------------------- ended
-    for end in (stopped, failed):
-
-        @end.upon(_Lifecycle._won).loop()
-        @end.upon(_Lifecycle._took_over).loop()
-        def too_late(m: _Lifecycle, c: Channel, lease: Lease) -> None:
-            c.coordinator.release(c.key, lease)  # claimed after the end: give it back
-
-        end.upon(_Lifecycle.stop).loop().returns(None)
-        end.upon(_Lifecycle.fail).loop().returns(None)
-        for call in (_Lifecycle.start, _Lifecycle.handed_over, _Lifecycle._lost, _Lifecycle._demoted):
-            end.upon(call).loop().returns(None)
-        end.upon(_Lifecycle._claim_failed).loop().returns(None)
-
-    return machine.build()
 
 
 class Channel:
@@ -227,10 +86,10 @@ class Channel:
         self.error: Optional[EngineError] = None
         #: C{stopped} or C{failed} once the channel ended
         self.final: Optional[str] = None
-        self._role: Union[_Owning, _Following, None] = None
+        self._role: Union[Owning, Following, None] = None
         self._engine_sources: List[EngineSource] = []
         self._last_epoch: Optional[int] = None
-        self._lifecycle = _Machine(self)
+        self._lifecycle = LifecycleMachine(self)
 
     # ------------------------------------------------------------ view
 
@@ -253,21 +112,21 @@ class Channel:
     @property
     def role(self) -> str:
         """C{owner} (reads the engine), C{follower} (reads another worker's mirror), or C{none}."""
-        if isinstance(self._role, _Owning):
+        if isinstance(self._role, Owning):
             return "owner"
-        return "follower" if isinstance(self._role, _Following) else "none"
+        return "follower" if isinstance(self._role, Following) else "none"
 
     @property
     def lease(self) -> Optional[Lease]:
-        return self._role.lease_core.lease if isinstance(self._role, _Owning) else None
+        return self._role.lease_core.lease if isinstance(self._role, Owning) else None
 
     @property
     def session(self) -> Optional[EngineSession]:
-        return self._role.source.session if isinstance(self._role, _Owning) else None
+        return self._role.source.session if isinstance(self._role, Owning) else None
 
     @property
     def follow_epoch(self) -> Optional[int]:
-        return self._role.source.epoch if isinstance(self._role, _Following) else self._last_epoch
+        return self._role.source.epoch if isinstance(self._role, Following) else self._last_epoch
 
     @property
     def sessions_opened(self) -> int:
@@ -301,12 +160,12 @@ class Channel:
             self.grace.vacated()
 
     def _count_elsewhere(self) -> "Deferred[int]":
-        if isinstance(self._role, _Owning):
+        if isinstance(self._role, Owning):
             return self.coordinator.client_count(self.key)
         return succeed(0)  # a follower answers for its own players only
 
     def _grace_expired(self) -> None:
-        if isinstance(self._role, _Owning):
+        if isinstance(self._role, Owning):
             self.stop("no players in the cluster for the grace period")
         else:
             self.stop("no players on this worker for the grace period")
@@ -333,12 +192,12 @@ class Channel:
 
     def adopt_session(self, session: EngineSession) -> None:
         """Switch to C{session}, which replaced ours on the engine (another channel's JSON call made it)."""
-        if isinstance(self._role, _Owning) and self.alive:
+        if isinstance(self._role, Owning) and self.alive:
             self._role.source.adopt(session)
         else:
             self.engine.stop(session)
 
-    def _own(self, lifecycle: _Lifecycle, lease: Lease) -> _Owning:
+    def _own(self, lifecycle: Lifecycle, lease: Lease) -> Owning:
         self.log.info("{key}: owner with epoch {epoch}", key=self.key, epoch=lease.epoch)
         lease_core = LeaseCore(self.key, lease, self.coordinator, self.clock, max(self.settings.lease / 3, 0.05),
                                lifecycle._demoted)
@@ -349,30 +208,30 @@ class Channel:
                        had_data=had_data, key=self.key)
         )
         self._engine_sources.append(source)
-        self._role = owning = _Owning(LeaseMachine(lease_core), lease_core, source, self._heartbeat_loop())
+        self._role = owning = Owning(LeaseMachine(lease_core), lease_core, source, self._heartbeat_loop())
         owning.lease.hold()
         source.start()
         return owning
 
-    def _follow(self, lifecycle: _Lifecycle) -> _Following:
+    def _follow(self, lifecycle: Lifecycle) -> Following:
         source = MirrorSource(MirrorCore(self.key, self.coordinator, self.ring, on_bytes=self._mirrored))
         watch = OwnerWatch(
             WatchCore(self.key, self.coordinator, self.clock, interval=min(max(self.settings.lease / 2, 0.05), 1.0),
                       patience=self.settings.lease / 3 + self.coordinator.reclaim_margin,
                       wanted=lambda: len(self.roster) > 0, on_takeover=lifecycle._took_over)
         )
-        self._role = following = _Following(source, watch, self._heartbeat_loop())
+        self._role = following = Following(source, watch, self._heartbeat_loop())
         source.start()
         watch.start()
         return following
 
-    def _release(self, owning: _Owning) -> None:
+    def _release(self, owning: Owning) -> None:
         owning.source.stop()
         owning.lease.release()
         owning.heartbeat.stop()
         self.coordinator.stream_gone(self.key)
 
-    def _unfollow(self, following: _Following) -> None:
+    def _unfollow(self, following: Following) -> None:
         self._last_epoch = following.source.epoch
         self._role = None
         following.source.stop()
@@ -408,7 +267,7 @@ class Channel:
 
     def _on_block(self, block: Block) -> None:
         role = self._role
-        if isinstance(role, _Owning):
+        if isinstance(role, Owning):
             self.coordinator.publish(self.key, role.lease_core.lease, block)
         if role is not None:
             role.source.block_cut()
@@ -497,4 +356,3 @@ class Channel:
         return int(self.ring.total_bytes * 8 / (newest.created - first.created))
 
 
-_Machine = _build()
