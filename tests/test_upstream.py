@@ -3,7 +3,7 @@ The engine client's errors and their kinds: the playback reader's deadlines and 
 hand-driven agent, and real connection failures on loopback.
 """
 
-from typing import Any, List, Optional
+from typing import Any, List
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
