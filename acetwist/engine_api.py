@@ -1,17 +1,88 @@
-"""What a channel needs of an AceStream engine client: L{IEngine} and the readers it starts."""
+# -*- test-case-name: tests.test_engine_contract -*-
+"""
+What a channel needs of the AceStream engine, as zope interfaces and the
+value types they carry.
+
+- L{IEngine}: start a session for a L{Selector}, read its playback URL,
+  stop it. L{acetwist.upstream.EngineClient} talks HTTP to a real engine;
+  L{acetwist.testing.FakeEngine} is completed by hand in tests. Both pass
+  C{tests/test_engine_contract.py}.
+- L{IPlaybackReader}: one read of a playback URL, ended by a L{PlaybackEnd}.
+
+Failures are L{acetwist.errors.EngineError}s whose C{kind} says why.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Optional, Tuple
+from urllib.parse import urlencode
 
-from twisted.internet.defer import Deferred
+import attr
 from zope.interface import Attribute, Interface
 
-from acetwist.upstream import EngineSession, PlaybackEnd, Selector
+from acetwist.errors import EngineError, ErrorKind
+
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from twisted.internet.defer import Deferred
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Selector:
+    """What a player asked for: C{kind} is C{"id"} or C{"infohash"}; C{extra} are passed-through engine parameters."""
+
+    kind: str
+    value: str
+    extra: Tuple[Tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return stream_key(self.kind, self.value, self.extra)
+
+
+def stream_key(kind: str, value: str, extra: Tuple[Tuple[str, str], ...] = ()) -> str:
+    """The stream key of a selector: C{id:<hex>} or C{infohash:<hex>}, plus sorted extras."""
+    key = f"{kind}:{value}"
+    if extra:
+        key += "?" + urlencode(sorted(extra))
+    return key
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class EngineSession:
+    """One engine playback session, with its URLs rebased onto the engine's own address."""
+
+    playback_url: str
+    stat_url: Optional[str]
+    command_url: Optional[str]
+    infohash: str
+    playback_session_id: str
+    pid: str
+    is_live: int = 1
+    bitrate: Optional[int] = None
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class PlaybackEnd:
+    """
+    Why a playback read ended. C{bytes_read} tells a cut of a flowing stream
+    from a failure to start; C{error} is set unless a flowing stream simply
+    ended (the engine closed it cleanly after data).
+    """
+
+    reason: str
+    bytes_read: int
+    error: Optional[EngineError] = None
+
+    @property
+    def kind(self) -> Optional[ErrorKind]:
+        """The error's kind, or None for a clean end of a flowing stream."""
+        return self.error.kind if self.error is not None else None
 
 
 class IPlaybackReader(Interface):
-    """One running read of a playback URL."""
+    """One GET of a playback URL, started; bytes go to C{on_data}, then one L{PlaybackEnd} to C{on_end}."""
 
     url = Attribute("The playback URL being read (str).")
     bytes_read = Attribute("Stream bytes delivered so far (int).")
@@ -28,20 +99,27 @@ class IEngine(Interface):
     stop_calls = Attribute("stop calls made so far (int).")
 
     def open_session(selector: Selector) -> "Deferred[EngineSession]":
-        """Start an engine session with a fresh player id; fails with L{EngineError}."""
+        """
+        Start an engine session for C{selector} (with a fresh player id).
+        Fires with an L{EngineSession} whose URLs are on C{base_url}, or fails
+        with an L{EngineError}.
+        """
 
     def read(
         url: str,
         *,
-        on_data: Callable[[bytes], None],
-        on_end: Callable[[PlaybackEnd], None],
+        on_data: "Callable[[bytes], None]",
+        on_end: "Callable[[PlaybackEnd], None]",
         first_byte_timeout: float,
         idle_timeout: float,
     ) -> IPlaybackReader:
-        """Start reading C{url}; C{on_end} is called exactly once unless the reader is stopped first."""
+        """
+        Start reading playback URL C{url}. C{on_end} is called exactly once,
+        unless the reader's C{stop} was called first.
+        """
 
     def stop(session: EngineSession) -> "Deferred[bool]":
-        """Ask the engine to stop C{session}; True if it said ok. Never fails."""
+        """Ask the engine to stop C{session}: True if it did, False otherwise (unknown, error, timeout); never fails."""
 
     def close() -> "Deferred[None]":
-        """Wait for calls in flight, then close pooled connections."""
+        """Release the client's resources once calls in flight are done."""

@@ -1,33 +1,89 @@
+# -*- test-case-name: tests.test_upstream -*-
 """
-Why a player could not get a stream: an L{EngineError} carries the HTTP
-status a waiting player gets and an L{ErrorKind} that callers branch on
-(never on the message).
+Why a stream could not be given to a player.
+
+An L{EngineError} carries two things: C{status}, the HTTP status a waiting
+player gets, and C{kind}, why. Callers branch on C{kind} (never on the
+message, which is for people and logs).
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Optional
+from typing import Dict, Optional
 
 
 class ErrorKind(enum.Enum):
+    """Why the engine (or the proxy) could not give a stream; each kind's usual status in brackets."""
+
+    #: The engine said no: a JSON error (failed to load content), encrypted content, a reply without a
+    #: playback_url, a reply that is not JSON, an HTTP 5xx on the playback URL [502].
     REFUSED = "refused"
+    #: The connection was refused, failed or was lost before a response, or the engine answered 503 [503].
     UNREACHABLE = "unreachable"
+    #: No JSON reply within the deadline; no first stream byte within the deadline [504].
     TIMEOUT = "timeout"
+    #: A flowing stream sent nothing for the idle timeout [504].
     IDLE = "idle"
+    #: The playback reply ended before any byte: the engine is warming up [502].
     EMPTY = "empty"
+    #: The playback URL answered that the engine no longer knows the session (an HTTP 4xx, or
+    #: "unknown playback session id"), e.g. after an engine restart [502].
     GONE = "gone"
+    #: A proxy limit was reached (channels, players) [503].
     LIMIT = "limit"
+    #: The channel was stopped (shutdown) [503].
     STOPPED = "stopped"
+    #: The cluster (Redis) cannot be reached [503].
     CLUSTER = "cluster"
+    #: The stream was lost and every recovery rung failed [502].
     LOST = "lost"
 
+    @property
+    def status(self) -> int:
+        """The HTTP status a waiting player usually gets for this kind."""
+        return _STATUS[self]
 
-_DEFAULT_KIND = {503: ErrorKind.UNREACHABLE, 504: ErrorKind.TIMEOUT}
+    @property
+    def definitive(self) -> bool:
+        """
+        The engine no longer knows the session: re-reading its playback URL
+        cannot help. (A REFUSED playback answer, an HTTP 500 without that
+        message, may be passing, so it keeps its re-reads with backoff.)
+        """
+        return self is ErrorKind.GONE
+
+
+_STATUS: Dict[ErrorKind, int] = {
+    ErrorKind.REFUSED: 502,
+    ErrorKind.UNREACHABLE: 503,
+    ErrorKind.TIMEOUT: 504,
+    ErrorKind.IDLE: 504,
+    ErrorKind.EMPTY: 502,
+    ErrorKind.GONE: 502,
+    ErrorKind.LIMIT: 503,
+    ErrorKind.STOPPED: 503,
+    ErrorKind.CLUSTER: 503,
+    ErrorKind.LOST: 502,
+}
+
+
+def kind_for_status(status: int) -> ErrorKind:
+    """The kind an error with only a status has: 503 unreachable, 504 timeout, anything else refused."""
+    if status == 503:
+        return ErrorKind.UNREACHABLE
+    if status == 504:
+        return ErrorKind.TIMEOUT
+    return ErrorKind.REFUSED
 
 
 class EngineError(Exception):
-    """C{status}: what a waiting player gets; C{kind}: why."""
+    """
+    The engine (or the proxy) could not give us a stream. C{status} is what a
+    waiting player gets (502 engine error, 503 unavailable, 504 too slow);
+    C{kind} is why, and defaults from C{status} (L{kind_for_status});
+    C{retry_after} (seconds) becomes a Retry-After header.
+    """
 
     def __init__(self, status: int, message: str, retry_after: Optional[int] = None, *,
                  kind: Optional[ErrorKind] = None) -> None:
@@ -35,12 +91,13 @@ class EngineError(Exception):
         self.status = status
         self.message = message
         self.retry_after = retry_after
-        self.kind = kind if kind is not None else _DEFAULT_KIND.get(status, ErrorKind.REFUSED)
+        self.kind: ErrorKind = kind if kind is not None else kind_for_status(status)
 
     @property
     def definitive(self) -> bool:
-        """The engine no longer knows the session: re-reading its playback URL cannot help."""
-        return self.kind is ErrorKind.GONE
+        """Re-reading the same playback URL cannot help: open a new session (or give up) at once."""
+        return self.kind.definitive
 
     def __repr__(self) -> str:
-        return f"EngineError({self.status}, {self.message!r}, kind={self.kind.name})"
+        retry = f", retry_after={self.retry_after}" if self.retry_after is not None else ""
+        return f"EngineError({self.status}, {self.message!r}{retry}, kind={self.kind.name})"

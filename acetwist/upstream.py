@@ -1,70 +1,77 @@
-# -*- test-case-name: tests.test_upstream -*-
+# -*- test-case-name: tests.test_upstream,tests.test_engine_contract -*-
 """
-The AceStream engine client: the C{format=json} getstream call, the playback
-reader, and C{stop}/C{stat} on the session's URLs.
+The AceStream engine client over HTTP (L{IEngine}): the C{format=json}
+getstream call, the playback reader, and C{stop} on the session's command URL.
 
-Every call has its own deadline. Failures before any stream byte become
-L{EngineError}s carrying the HTTP status the player should get.
+Every call has its own deadline. Failures become L{EngineError}s carrying the
+HTTP status a waiting player gets and an L{ErrorKind} saying why.
+
+The value types and interfaces live in L{acetwist.engine_api} and the errors
+in L{acetwist.errors}; both are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, List, NoReturn, Optional, Set, Tuple, cast
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import attr
 import treq
 from treq.client import HTTPClient
 from twisted.internet import error as net_error
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError, inlineCallbacks
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IPushProducer,
+    IReactorPluggableNameResolver,
+    IReactorTCP,
+    IReactorTime,
+)
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, RedirectAgent, ResponseDone
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    RedirectAgent,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseNeverReceived,
+)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IResponse
+from zope.interface import implementer
 
+from acetwist.engine_api import IEngine, IPlaybackReader, EngineSession, PlaybackEnd, Selector, stream_key
 from acetwist.errors import EngineError, ErrorKind
+
+__all__ = [
+    "EngineClient",
+    "EngineError",
+    "EngineSession",
+    "ErrorKind",
+    "PlaybackEnd",
+    "PlaybackReader",
+    "Selector",
+    "is_connection_failure",
+    "playback_error",
+    "rebase",
+    "stream_key",
+]
 
 USER_AGENT = b"acetwist"
 
+#: What the engine says of a session it does not know (stopped, expired, superseded).
+UNKNOWN_SESSION = "unknown playback session id"
 
-@attr.s(frozen=True, auto_attribs=True)
-class Selector:
-    """What a player asked for: C{kind} is C{"id"} or C{"infohash"}; C{extra} are passed-through engine parameters."""
-
-    kind: str
-    value: str
-    extra: Tuple[Tuple[str, str], ...] = ()
-
-    @property
-    def key(self) -> str:
-        return stream_key(self.kind, self.value, self.extra)
+#: Bytes of an error reply's body kept for the message (and to recognise UNKNOWN_SESSION).
+_ERROR_BODY_LIMIT = 512
 
 
-def stream_key(kind: str, value: str, extra: Tuple[Tuple[str, str], ...] = ()) -> str:
-    """The stream key of a selector: C{id:<hex>} or C{infohash:<hex>}, plus sorted extras."""
-    key = f"{kind}:{value}"
-    if extra:
-        key += "?" + urlencode(sorted(extra))
-    return key
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class EngineSession:
-    """One engine playback session, with its URLs rebased onto the engine's own address."""
-
-    playback_url: str
-    stat_url: Optional[str]
-    command_url: Optional[str]
-    infohash: str
-    playback_session_id: str
-    pid: str
-    is_live: int = 1
-    bitrate: Optional[int] = None
+class IHTTPReactor(IReactorTCP, IReactorTime, IReactorPluggableNameResolver):
+    """What the HTTP agent needs of a reactor (the same approximation as treq's)."""
 
 
 def rebase(url: str, engine: str) -> str:
@@ -74,22 +81,50 @@ def rebase(url: str, engine: str) -> str:
     return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, ""))
 
 
-def _connection_failure(failure: Failure) -> bool:
+def is_connection_failure(failure: Failure) -> bool:
+    """
+    The engine could not be reached: the connection was refused, could not
+    be made, or was lost before any response (L{ResponseNeverReceived} wraps
+    the loss; L{RequestTransmissionFailed} a loss while the request was sent).
+    """
     return bool(
         failure.check(
-            net_error.ConnectError,
-            net_error.ConnectionRefusedError,
+            net_error.ConnectError,  # refused, TCP timeout, no route, connect timeout
             net_error.DNSLookupError,
-            net_error.TCPTimedOutError,
             net_error.ConnectingCancelledError,
-            net_error.ConnectionLost,
-            net_error.ConnectionDone,
+            net_error.ConnectionClosed,  # lost, done, aborted
+            ResponseNeverReceived,
+            RequestTransmissionFailed,
         )
-    ) or "ResponseNeverReceived" in type(failure.value).__name__ or "RequestTransmissionFailed" in type(
-        failure.value
-    ).__name__
+    )
 
 
+def _unreachable(failure: Failure) -> EngineError:
+    assert failure.type is not None
+    return EngineError(503, f"engine unreachable: {failure.type.__name__}", retry_after=5,
+                       kind=ErrorKind.UNREACHABLE)
+
+
+def playback_error(code: int, body: bytes = b"") -> EngineError:
+    """
+    The error for a playback URL that answered HTTP C{code} (with C{body}):
+    503 and 429 unreachable (back off and retry), 408 a timeout, any other
+    4xx gone (the engine no longer knows the session: 404 after a restart,
+    403 when superseded), a 5xx saying "unknown playback session id" gone
+    (stopped or expired), any other answer refused.
+    """
+    text = body.decode("utf-8", "replace").strip()
+    message = f"engine playback answered HTTP {code}" + (f": {text[:200]}" if text else "")
+    if code in (503, 429):
+        return EngineError(503, message, retry_after=5, kind=ErrorKind.UNREACHABLE)
+    if code == 408:
+        return EngineError(504, message, kind=ErrorKind.TIMEOUT)
+    if 400 <= code < 500 or UNKNOWN_SESSION in text:
+        return EngineError(502, message, kind=ErrorKind.GONE)
+    return EngineError(502, message, kind=ErrorKind.REFUSED)
+
+
+@implementer(IEngine)
 class EngineClient:
     """
     Talks to one AceStream engine. Owns its HTTP connection pool; call
@@ -100,7 +135,7 @@ class EngineClient:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IHTTPReactor,
         base_url: str,
         *,
         json_timeout: float = 10.0,
@@ -125,46 +160,43 @@ class EngineClient:
         self.stop_calls = 0
         self._in_flight: Set[Deferred[Any]] = set()
 
-    @inlineCallbacks
-    def close(self) -> Any:
+    def close(self) -> Deferred[None]:
         """Wait for calls in flight (each has its own deadline), then close the pooled connections."""
+        return Deferred.fromCoroutine(self._close())
+
+    async def _close(self) -> None:
         while self._in_flight:
-            yield DeferredList(list(self._in_flight), consumeErrors=True)
-        yield self.pool.closeCachedConnections()
-
-    def _track(self, d: Deferred[Any]) -> Deferred[Any]:
-        self._in_flight.add(d)
-
-        def done(result: Any) -> Any:
-            self._in_flight.discard(d)
-            return result
-
-        d.addBoth(done)
-        return d
+            await DeferredList(list(self._in_flight), consumeErrors=True)
+        await self.pool.closeCachedConnections()
 
     # ---------------------------------------------------------------- JSON
 
-    @inlineCallbacks
-    def open_session(self, selector: Selector) -> Any:
+    def open_session(self, selector: Selector) -> Deferred[EngineSession]:
         """
         Start an engine session for C{selector} with a fresh player id. Fires
-        with an L{EngineSession} or fails with L{EngineError}.
+        with an L{EngineSession} or fails with L{EngineError}: C{REFUSED}
+        (the engine said no), C{UNREACHABLE} or C{TIMEOUT}.
         """
         pid = str(uuid.uuid4())
         params: List[Tuple[str, str]] = [(selector.kind, selector.value), ("format", "json"), ("pid", pid)]
         params.extend(selector.extra)
-        url = f"{self.base_url}/ace/getstream?{urlencode(params)}"
         self.json_calls += 1
-        reply = yield self._get_json(url, self.json_timeout, "getstream")
+        reply = self._get_json(f"{self.base_url}/ace/getstream?{urlencode(params)}", self.json_timeout, "getstream")
+        return reply.addCallback(self._session, pid)
+
+    def _session(self, reply: Any, pid: str) -> EngineSession:
+        def refused(message: str) -> EngineError:
+            return EngineError(502, message, kind=ErrorKind.REFUSED)
+
         if not isinstance(reply, dict):
-            raise EngineError(502, "engine replied with JSON that is not an object")
+            raise refused("engine replied with JSON that is not an object")
         if reply.get("error"):
-            raise EngineError(502, f"engine: {reply['error']}")
+            raise refused(f"engine: {reply['error']}")
         response = reply.get("response")
         if not isinstance(response, dict) or not response.get("playback_url"):
-            raise EngineError(502, "engine reply has no playback_url")
+            raise refused("engine reply has no playback_url")
         if response.get("is_encrypted") in (1, "1", True):
-            raise EngineError(502, "engine: encrypted content cannot be served as MPEG-TS")
+            raise refused("engine: encrypted content cannot be served as MPEG-TS")
         stat_url = response.get("stat_url")
         command_url = response.get("command_url")
         bitrate = response.get("bitrate")
@@ -180,29 +212,42 @@ class EngineClient:
         )
 
     def _get_json(self, url: str, timeout: float, what: str) -> Deferred[Any]:
-        return self._track(self._fetch_json(url, timeout, what))
+        """GET C{url} and parse its JSON, all within C{timeout} (a C{TIMEOUT} error past it)."""
 
-    @inlineCallbacks
-    def _fetch_json(self, url: str, timeout: float, what: str) -> Any:
+        def timed_out(result: object, timeout: float) -> NoReturn:
+            # Cancelling an HTTP request surfaces as ResponseNeverReceived([CancelledError]) or whatever
+            # the cancelled step raised: only the deadline knows it was a timeout.
+            raise EngineError(504, f"engine did not answer {what} within {timeout:g} s", kind=ErrorKind.TIMEOUT)
+
+        d = Deferred.fromCoroutine(self._fetch_json(url, what))
+        d.addTimeout(timeout, self.reactor, onTimeoutCancel=timed_out)
+        self._in_flight.add(d)
+        d.addBoth(self._done, d)
+        return d
+
+    def _done(self, result: object, d: Deferred[Any]) -> object:
+        self._in_flight.discard(d)
+        return result
+
+    async def _fetch_json(self, url: str, what: str) -> Any:
         try:
-            response = yield self.http.get(url, timeout=timeout, reactor=self.reactor, headers={b"User-Agent": [USER_AGENT]})
-            body = yield _with_timeout(treq.content(response), timeout, self.reactor)
-        except (CancelledError, TimeoutError):
-            raise EngineError(504, f"engine did not answer {what} within {timeout:g} s") from None
+            response = await self.http.get(url, headers=Headers({b"User-Agent": [USER_AGENT]}))
+            body = await treq.content(response)
         except Exception as e:
-            if _connection_failure(Failure(e)):
-                raise EngineError(503, f"engine unreachable: {e.__class__.__name__}", retry_after=5) from None
-            raise EngineError(502, f"engine {what} failed: {e}") from None
+            failure = Failure(e)
+            if is_connection_failure(failure):
+                raise _unreachable(failure) from None
+            raise EngineError(502, f"engine {what} failed: {e}", kind=ErrorKind.REFUSED) from None
         if response.code == 503:
-            raise EngineError(503, "engine answered 503", retry_after=5)
+            raise EngineError(503, "engine answered 503", retry_after=5, kind=ErrorKind.UNREACHABLE)
         if response.code != 200:
-            raise EngineError(502, f"engine answered HTTP {response.code} to {what}")
+            raise EngineError(502, f"engine answered HTTP {response.code} to {what}", kind=ErrorKind.REFUSED)
         try:
             return json.loads(body)
         except ValueError:
-            raise EngineError(502, f"engine's {what} reply is not JSON") from None
+            raise EngineError(502, f"engine's {what} reply is not JSON", kind=ErrorKind.REFUSED) from None
 
-    # ---------------------------------------------------------------- stop / stat
+    # ---------------------------------------------------------------- stop
 
     def stop(self, session: EngineSession) -> Deferred[bool]:
         """
@@ -210,7 +255,7 @@ class EngineClient:
         otherwise (unknown session, error, timeout); never fails.
         """
         if not session.command_url:
-            return Deferred.fromCoroutine(_value(False))
+            return succeed(False)
         self.stop_calls += 1
         sep = "&" if "?" in session.command_url else "?"
         d = self._get_json(f"{session.command_url}{sep}method=stop", self.stop_timeout, "stop")
@@ -227,19 +272,6 @@ class EngineClient:
 
         return d.addCallbacks(done, failed)
 
-    def stat(self, session: EngineSession) -> Deferred[Optional[Dict[str, Any]]]:
-        """The engine's stat for C{session}, or None (gone, error, timeout); never fails."""
-        if not session.stat_url:
-            return Deferred.fromCoroutine(_value(None))
-        d = self._get_json(session.stat_url, self.stop_timeout, "stat")
-
-        def done(reply: Any) -> Optional[Dict[str, Any]]:
-            if isinstance(reply, dict) and isinstance(reply.get("response"), dict):
-                return reply["response"]
-            return None
-
-        return d.addCallbacks(done, lambda _: None)
-
     # ---------------------------------------------------------------- playback
 
     def read(
@@ -247,10 +279,11 @@ class EngineClient:
         url: str,
         *,
         on_data: Callable[[bytes], None],
-        on_end: Callable[["PlaybackEnd"], None],
+        on_end: Callable[[PlaybackEnd], None],
         first_byte_timeout: float,
         idle_timeout: float,
-    ) -> "PlaybackReader":
+    ) -> PlaybackReader:
+        """Start reading playback URL C{url} (see L{PlaybackReader})."""
         reader = PlaybackReader(
             self.stream_agent,
             self.reactor,
@@ -264,27 +297,6 @@ class EngineClient:
         return reader
 
 
-async def _value(v: Any) -> Any:
-    return v
-
-
-def _with_timeout(d: Deferred[Any], timeout: float, clock: IReactorTime) -> Deferred[Any]:
-    return d.addTimeout(timeout, clock)
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class PlaybackEnd:
-    """
-    Why a playback read ended. C{bytes_read} tells a cut of a flowing stream
-    from a failure to start; C{error} is set when the failure deserves a
-    specific HTTP status for players still waiting.
-    """
-
-    reason: str
-    bytes_read: int
-    error: Optional[EngineError] = None
-
-
 class _BodyReader(Protocol):
     def __init__(self, reader: "PlaybackReader") -> None:
         self.reader = reader
@@ -292,14 +304,32 @@ class _BodyReader(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.reader._data(data)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if reason is not None and reason.check(ResponseDone, PotentialDataLoss):
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if reason.check(ResponseDone, PotentialDataLoss):
             self.reader._finish("engine closed the stream")
         else:
-            why = reason.getErrorMessage() if reason is not None else "lost"
-            self.reader._finish(f"stream connection lost: {why}")
+            self.reader._finish(f"stream connection lost: {reason.getErrorMessage()}")
 
 
+class _ErrorBody(Protocol):
+    """The start of an error reply's body; the reader ends with L{playback_error} once it is read."""
+
+    def __init__(self, reader: "PlaybackReader", code: int) -> None:
+        self.reader = reader
+        self.code = code
+        self.body = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.body += data[: _ERROR_BODY_LIMIT - len(self.body)]
+        if len(self.body) >= _ERROR_BODY_LIMIT:
+            self.reader._http_error(self.code, self.body)
+            self.reader._abort()  # enough read: drop the rest
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.reader._http_error(self.code, self.body)
+
+
+@implementer(IPlaybackReader)
 class PlaybackReader:
     """
     One GET of a playback URL (following the engine's redirect), delivering
@@ -308,13 +338,19 @@ class PlaybackReader:
     watchdog ends the read when no byte arrives for C{idle_timeout}. There is
     no deadline on the body as a whole. C{on_end} is called exactly once,
     unless L{stop} was called first.
+
+    How it ends (L{PlaybackEnd.kind}): C{None} when a flowing stream ended
+    (closed or cut); C{EMPTY} when the reply ended before any byte;
+    C{TIMEOUT} at the first-byte deadline; C{IDLE} from the watchdog;
+    C{UNREACHABLE} when the connection failed; an HTTP error as
+    L{playback_error} says (C{GONE} when the engine forgot the session).
     """
 
     log = Logger()
 
     def __init__(
         self,
-        agent: Any,
+        agent: IAgent,
         clock: IReactorTime,
         url: str,
         *,
@@ -332,8 +368,9 @@ class PlaybackReader:
         self.idle_timeout = idle_timeout
         self.bytes_read = 0
         self.last_data_at: Optional[float] = None
-        self._request: Optional[Deferred[Any]] = None
-        self._body: Optional[_BodyReader] = None
+        self._request: Optional[Deferred[IResponse]] = None
+        self._body: Optional[Protocol] = None
+        self._error_code: Optional[int] = None
         self._timer: Optional[IDelayedCall] = None
         self._done = False
 
@@ -353,31 +390,30 @@ class PlaybackReader:
 
     # -- internals
 
-    def _response(self, response: Any) -> None:
+    def _response(self, response: IResponse) -> None:
         self._request = None
         if self._done:
             response.deliverBody(Protocol())
             return
         if response.code != 200:
-            status = 503 if response.code == 503 else 502
-            kind = ErrorKind.GONE if 400 <= response.code < 500 else None
-            self._end(f"engine playback answered HTTP {response.code}",
-                      EngineError(status, f"engine playback answered HTTP {response.code}",
-                                  retry_after=5 if status == 503 else None, kind=kind))
-            response.deliverBody(_Discard())
-            return
-        self._body = _BodyReader(self)
+            self._error_code = response.code
+            self._body = _ErrorBody(self, response.code)
+        else:
+            self._body = _BodyReader(self)
         response.deliverBody(self._body)
 
     def _request_failed(self, failure: Failure) -> None:
         self._request = None
         if self._done:
             return
-        if _connection_failure(failure):
-            error = EngineError(503, f"engine unreachable: {failure.type.__name__}", retry_after=5)
+        if is_connection_failure(failure):
+            error = _unreachable(failure)
         else:
-            error = EngineError(502, f"engine playback failed: {failure.getErrorMessage()}")
+            error = EngineError(502, f"engine playback failed: {failure.getErrorMessage()}", kind=ErrorKind.REFUSED)
         self._end(f"playback request failed: {failure.getErrorMessage()}", error)
+
+    def _http_error(self, code: int, body: bytes) -> None:
+        self._end(f"engine playback answered HTTP {code}", playback_error(code, body))
 
     def _data(self, data: bytes) -> None:
         if self._done:
@@ -401,14 +437,19 @@ class PlaybackReader:
 
     def _first_byte_deadline(self) -> None:
         self._timer = None
-        self._end(
-            f"no data within {self.first_byte_timeout:g} s",
-            EngineError(504, f"engine sent no data within {self.first_byte_timeout:g} s"),
-        )
+        if self._error_code is not None:
+            # an error reply whose body is slow to come: its status says enough
+            self._http_error(self._error_code, b"")
+        else:
+            self._end(
+                f"no data within {self.first_byte_timeout:g} s",
+                EngineError(504, f"engine sent no data within {self.first_byte_timeout:g} s", kind=ErrorKind.TIMEOUT),
+            )
         self._abort()
 
     def _finish(self, reason: str) -> None:
         if self.bytes_read == 0:
+            # "before any data": the old channel matches this text; keep it until it branches on the kind
             self._end(reason, EngineError(502, "engine ended the stream before any data", kind=ErrorKind.EMPTY))
         else:
             self._end(reason, None)
@@ -425,19 +466,12 @@ class PlaybackReader:
             request, self._request = self._request, None
             request.addErrback(lambda f: None)
             request.cancel()
-        if self._body is not None and self._body.transport is not None:
-            self._body.transport.stopProducing()
-            self._body = None
+        if self._body is not None:
+            body, self._body = self._body, None
+            if body.transport is not None:
+                cast(IPushProducer, body.transport).stopProducing()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-
-
-class _Discard(Protocol):
-    def dataReceived(self, data: bytes) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        pass

@@ -1,4 +1,7 @@
-"""Test doubles for channel unit tests: an engine client and sinks driven by hand."""
+"""
+Test doubles for channel unit tests: sinks and a coordinator driven by hand.
+The engine fakes live in L{acetwist.testing} and are re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,10 @@ from zope.interface import implementer
 
 from acetwist import ts
 from acetwist.interfaces import ICoordinator, Lease
-from acetwist.upstream import EngineError, EngineSession, PlaybackEnd, Selector
+from acetwist.testing import FakeEngine, FakeReader
+from acetwist.upstream import EngineError
+
+__all__ = ["FakeCoordinator", "FakeEngine", "FakeFollower", "FakeReader", "FakeSink", "gop"]
 
 VIDEO, AUDIO, PMT = 0x100, 0x101, 0x1000
 
@@ -24,85 +30,6 @@ def gop(index: int, packets: int = 40) -> bytes:
     for i in range(16):
         out.append(ts.make_packet(AUDIO, b"\x22" * 184, cc=i))
     return b"".join(out)
-
-
-class FakeReader:
-    def __init__(self, engine: "FakeEngine", url: str, on_data: Callable[[bytes], None],
-                 on_end: Callable[[PlaybackEnd], None], first_byte_timeout: float) -> None:
-        self.engine = engine
-        self.url = url
-        self.on_data = on_data
-        self.on_end = on_end
-        self.first_byte_timeout = first_byte_timeout
-        self.stopped = False
-        self.bytes_read = 0
-
-    def feed(self, data: bytes) -> None:
-        assert not self.stopped
-        self.bytes_read += len(data)
-        self.on_data(data)
-
-    def end(self, reason: str = "cut", error: Optional[EngineError] = None) -> None:
-        self.stopped = True
-        self.on_end(PlaybackEnd(reason, self.bytes_read, error))
-
-    def stop(self) -> None:
-        self.stopped = True
-
-
-class FakeEngine:
-    """An EngineClient whose sessions and reads the test completes by hand."""
-
-    base_url = "http://engine.invalid:6878"
-
-    def __init__(self, infohash: str = "ab" * 20) -> None:
-        self.infohash = infohash
-        self.opens: List[Deferred[EngineSession]] = []
-        self.selectors: List[Selector] = []
-        self.readers: List[FakeReader] = []
-        self.stopped: List[str] = []
-        self.json_calls = 0
-        self.stop_calls = 0
-
-    def open_session(self, selector: Selector) -> Deferred[EngineSession]:
-        self.json_calls += 1
-        self.selectors.append(selector)
-        d: Deferred[EngineSession] = Deferred()
-        self.opens.append(d)
-        return d
-
-    def session(self, n: int, infohash: Optional[str] = None) -> EngineSession:
-        return EngineSession(
-            playback_url=f"{self.base_url}/ace/r/{infohash or self.infohash}/{n}",
-            stat_url=f"{self.base_url}/ace/stat/x/{n}",
-            command_url=f"{self.base_url}/ace/cmd/x/{n}",
-            infohash=infohash or self.infohash,
-            playback_session_id=f"{n:040x}",
-            pid=f"pid-{n}",
-        )
-
-    def answer(self, index: int = -1, infohash: Optional[str] = None) -> EngineSession:
-        """Complete the C{index}th JSON call with a session."""
-        n = index if index >= 0 else len(self.opens) + index
-        session = self.session(n, infohash)
-        self.opens[n].callback(session)
-        return session
-
-    def refuse(self, error: EngineError, index: int = -1) -> None:
-        self.opens[index].errback(error)
-
-    def read(self, url: str, *, on_data: Any, on_end: Any, first_byte_timeout: float, idle_timeout: float) -> FakeReader:
-        reader = FakeReader(self, url, on_data, on_end, first_byte_timeout)
-        self.readers.append(reader)
-        return reader
-
-    def stop(self, session: EngineSession) -> Deferred[bool]:
-        self.stop_calls += 1
-        self.stopped.append(session.pid)
-        return succeed(True)
-
-    def close(self) -> Deferred[None]:
-        return succeed(None)
 
 
 class FakeSink:

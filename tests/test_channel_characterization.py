@@ -399,7 +399,7 @@ class LateEngineReplyTests(CharacterizationTestCase):
         reader = self.engine.readers[0]
         channel.stop("shutting down")
         self.assertTrue(reader.stopped)
-        reader.end("cut")
+        reader.on_end(PlaybackEnd("cut", reader.bytes_read))  # a reader breaking its contract
         self.clock.advance(60)
         self.assertEqual(channel.state, "stopped")
         self.assertEqual(channel.recoveries, 0)
