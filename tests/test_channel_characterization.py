@@ -5,7 +5,7 @@ the public attributes), so the new state machines must keep every behaviour.
 """
 
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock

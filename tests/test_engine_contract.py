@@ -375,7 +375,7 @@ class FakeEngineTests(SynchronousTestCase):
 
     def test_restart_cuts_flowing_reads_and_fails_waiting_ones(self) -> None:
         """restart() cuts reads that had data, fails those still waiting with UNREACHABLE, and forgets sessions."""
-        flowing, waiting = self.reader(), self.reader()
+        flowing, _waiting = self.reader(), self.reader()
         flowing.feed(b"\x47" * 188)
         self.engine.restart()
         cut, failed = self.ends

@@ -1,0 +1,27 @@
+"""
+Test and benchmark helpers shipped with the package (txacme style):
+
+- L{start_proxy}: an in-process proxy on 127.0.0.1 with a free port, and
+  L{Player}, an HTTP player that reads a stream, checks it with
+  L{acetwist.ts.TSChecker}, records its time to first byte, and can stall
+  (L{acetwist.testing.proxy});
+- L{ProcessWorker}: real twistd processes on free ports (L{acetwist.testing.processes});
+- fakes for unit tests on C{task.Clock}, each declared against the interface
+  it stands in for and checked with C{verifyObject}: L{FakeEngine} and
+  L{FakeReader} (L{IEngine}, run through the same contract tests as the real
+  client), L{FakeCoordinator} (L{ICoordinator}), L{FakeSink} (L{ISink}).
+
+Everything that touches the network talks only to loopback.
+"""
+
+from acetwist.testing.cluster import FakeCoordinator, FakeFollower
+from acetwist.testing.engine import FakeEngine, FakeReader, engine_error
+from acetwist.testing.processes import ExitStatus, ProcessWorker, free_port, repo_root, twistd_command
+from acetwist.testing.proxy import Player, RunningProxy, fetch, percentile, split_url, start_proxy, wait_for
+from acetwist.testing.sinks import FakeSink, gop
+
+__all__ = [
+    "ExitStatus", "FakeCoordinator", "FakeEngine", "FakeFollower", "FakeReader", "FakeSink", "Player",
+    "ProcessWorker", "RunningProxy", "engine_error", "fetch", "free_port", "gop", "percentile", "repo_root",
+    "split_url", "start_proxy", "twistd_command", "wait_for",
+]
