@@ -325,6 +325,21 @@ class ClusterTests(ChannelTestCase):
         self.assertEqual(self.engine.stop_calls, 1)
         self.assertEqual(self.coordinator.gone, [channel.key])
 
+    def test_an_owner_that_cannot_count_the_cluster_keeps_the_session(self) -> None:
+        """When the cluster-wide count fails at grace expiry the owner keeps lingering and asks again; it never counts 0."""
+        from acetwist.coord.base import CoordinatorUnavailable
+
+        channel, sink = self.go_live()
+        self.coordinator.count_error = CoordinatorUnavailable("redis paused")
+        sink.leave()
+        for _ in range(30):
+            self.clock.advance(1.0)
+        self.assertEqual(self.engine.stop_calls, 0)
+        self.assertEqual(channel.state, "lingering")
+        self.coordinator.count_error = None
+        self.clock.advance(self.settings.grace + 0.1)
+        self.assertEqual(self.engine.stop_calls, 1)
+
     def test_heartbeat_reports_only_real_delivery(self) -> None:
         """Player records are refreshed when bytes were delivered since the last beat, not by the timer alone."""
         channel, sink = self.go_live()
