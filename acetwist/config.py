@@ -164,6 +164,9 @@ OPTIONS: List[OptionSpec] = [
     OptionSpec("heartbeat", "2", _positive(parse_duration),
                "How often players' records and channel metadata are refreshed in the cluster."),
     OptionSpec("grace", "15", parse_duration, "Seconds a channel lingers after its last player leaves."),
+    OptionSpec("failed-content-ttl", "10", parse_duration,
+               "A content the engine refused (failed to load content) is answered 502 from memory for this long,"
+               " without an engine call (0: ask the engine every time)."),
     OptionSpec("token", None, _text, "Require ?token=SECRET (or 'Authorization: Bearer SECRET') on every request."),
     OptionSpec("json-timeout", "10", _positive(parse_duration),
                "Deadline for the engine's JSON reply to getstream.", ("ACEXY_NO_RESPONSE_TIMEOUT",)),
@@ -210,6 +213,7 @@ class Settings:
     lease: float
     heartbeat: float
     grace: float
+    failed_content_ttl: float
     token: Optional[str]
     json_timeout: float
     connect_timeout: float

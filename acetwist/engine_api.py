@@ -30,7 +30,12 @@ if TYPE_CHECKING:
 
 @attr.s(frozen=True, auto_attribs=True)
 class Selector:
-    """What a player asked for: C{kind} is C{"id"} or C{"infohash"}; C{extra} are passed-through engine parameters."""
+    """
+    What a player asked for: C{kind} is C{"id"} or C{"infohash"}; C{extra}
+    are passed-through engine parameters (sorted pairs). They are not part of
+    the stream key: the engine keeps one session per content, so a content is
+    one channel whatever parameters players add.
+    """
 
     kind: str
     value: str
@@ -38,15 +43,17 @@ class Selector:
 
     @property
     def key(self) -> str:
-        return stream_key(self.kind, self.value, self.extra)
+        return stream_key(self.kind, self.value)
+
+    @property
+    def parameters(self) -> str:
+        """The passed-through parameters as a query string (empty when none)."""
+        return urlencode(sorted(self.extra))
 
 
-def stream_key(kind: str, value: str, extra: Tuple[Tuple[str, str], ...] = ()) -> str:
-    """The stream key of a selector: C{id:<hex>} or C{infohash:<hex>}, plus sorted extras."""
-    key = f"{kind}:{value}"
-    if extra:
-        key += "?" + urlencode(sorted(extra))
-    return key
+def stream_key(kind: str, value: str) -> str:
+    """The stream key of a content: C{id:<hex>} or C{infohash:<hex>}."""
+    return f"{kind}:{value}"
 
 
 @attr.s(frozen=True, auto_attribs=True)

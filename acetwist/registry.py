@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.web.server import Request
 
 from acetwist.channel import Channel, ClientInfo, new_client_id
@@ -25,16 +26,30 @@ class Registry:
     C{infohash:...}) and, once the engine names its infohash, under
     C{infohash:...} too, so the same stream asked by content id and by
     infohash is one channel.
+
+    The engine keeps one session per content, so the key is the content
+    alone: a player asking with other pass-through parameters joins the
+    running channel, which keeps the parameters of the player who opened it.
+
+    A content the engine refused (L{ErrorKind.REFUSED} before any data, as
+    for "failed to load content") is remembered for C{failed_content_ttl}
+    seconds: players asking for it then get the same error without an
+    engine call.
     """
 
+    log = Logger()
+
     def __init__(self, make_channel: Callable[[Selector, "Registry"], Channel], *, clock: IReactorTime,
-                 make_sink: Optional[SinkFactory] = None, max_channels: int = 0, max_clients: int = 0) -> None:
+                 make_sink: Optional[SinkFactory] = None, max_channels: int = 0, max_clients: int = 0,
+                 failed_content_ttl: float = 0.0) -> None:
         self._make_channel = make_channel
         self._make_sink = make_sink
         self._by_key: Dict[str, Channel] = {}
+        self._refused: Dict[str, Tuple[float, EngineError]] = {}
         self.clock = clock
         self.max_channels = max_channels
         self.max_clients = max_clients
+        self.failed_content_ttl = failed_content_ttl
 
     def channels(self) -> List[Channel]:
         """Every live channel, once each."""
@@ -55,7 +70,11 @@ class Registry:
         """The live channel for C{selector}, created (not yet started) if there is none."""
         existing = self.get(selector.key)
         if existing is not None:
+            if existing.selector.extra != selector.extra:
+                self.log.info("a player asked for {key} with {asked!r}; it joins the running channel, opened with {used!r}",
+                              key=selector.key, asked=selector.parameters, used=existing.selector.parameters)
             return existing
+        self._check_refused(selector.key)
         if self.max_channels and len(self.channels()) >= self.max_channels:
             raise EngineError(503, f"channel limit ({self.max_channels}) reached", retry_after=10, kind=ErrorKind.LIMIT)
         channel = self._make_channel(selector, self)
@@ -102,8 +121,27 @@ class Registry:
         return True
 
     def forget(self, channel: Channel) -> None:
-        for key in [k for k, v in self._by_key.items() if v is channel]:
+        keys = [k for k, v in self._by_key.items() if v is channel]
+        for key in keys:
             del self._by_key[key]
+        error = channel.error
+        if self.failed_content_ttl > 0 and error is not None and error.kind is ErrorKind.REFUSED and not channel.bytes_in:
+            now = self.clock.seconds()
+            for key, (until, _) in list(self._refused.items()):
+                if until <= now:
+                    del self._refused[key]  # so the memory is bounded by refusals per ttl
+            for key in keys:
+                self._refused[key] = (now + self.failed_content_ttl, error)
+
+    def _check_refused(self, key: str) -> None:
+        """Raise the remembered refusal of C{key}, if it is still fresh."""
+        remembered = self._refused.get(key)
+        if remembered is None:
+            return
+        until, error = remembered
+        if self.clock.seconds() < until:
+            raise error
+        del self._refused[key]
 
     def stop_all(self, reason: str = "shutting down") -> "Deferred[None]":
         stops = [channel.stop(reason) for channel in self.channels()]

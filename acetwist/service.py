@@ -65,7 +65,8 @@ class ProxyService(Service):
         )
         self.coordinator = coordinator or make_coordinator(settings, reactor, self.worker_id)
         self.registry = Registry(self._make_channel, clock=reactor, make_sink=self._make_sink,
-                                 max_channels=settings.max_channels, max_clients=settings.max_clients)
+                                 max_channels=settings.max_channels, max_clients=settings.max_clients,
+                                 failed_content_ttl=settings.failed_content_ttl)
         self.app = ProxyApp(self.registry, settings, reactor, self.coordinator, self.engine)
 
     def _make_channel(self, selector: Selector, registry: Registry) -> Channel:

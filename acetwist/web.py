@@ -31,9 +31,10 @@ from acetwist.upstream import EngineError, Selector
 
 HEX40 = re.compile(r"[0-9a-fA-F]{40}")
 
-#: Engine parameters that change the output; they are passed through and
-#: become part of the stream key. Anything else a player adds is ignored, so
-#: a cache-busting parameter cannot open a second engine session.
+#: Engine parameters that change the output; the player who opens a channel
+#: has them passed to the engine. They are not part of the stream key (the
+#: engine keeps one session per content): a later player with other values
+#: joins the running channel. Anything else a player adds is ignored.
 PASS_THROUGH = (
     "transcode_audio",
     "transcode_mp3",

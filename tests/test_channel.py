@@ -419,3 +419,65 @@ class ReviewRegressionTests(ChannelTestCase):
         self.assertIsNone(hash_sink.error)
         self.assertEqual(by_hash.session.pid, "pid-0")
         self.assertEqual(self.engine.readers[-1].url, self.engine.session(0).playback_url)
+
+
+class OneSessionPerContentTests(ChannelTestCase):
+    def test_a_player_with_other_parameters_joins_the_running_channel(self) -> None:
+        """A player adding pass-through parameters joins the content's channel; the opener's parameters are used."""
+        first = self.registry.channel_for(Selector("id", ID, (("transcode_audio", "1"),)))
+        first.start()
+        second = self.registry.channel_for(Selector("id", ID, (("transcode_audio", "0"), ("_idx", "3"))))
+        self.assertIs(second, first)
+        self.assertEqual(self.engine.json_calls, 1)
+        self.assertEqual(self.engine.selectors[0].extra, (("transcode_audio", "1"),))
+        self.assertEqual(first.status()["parameters"], {"transcode_audio": "1"})
+
+    def test_many_distinct_parameters_open_one_engine_session(self) -> None:
+        """Fifty players with distinct _idx values share one channel and one engine session."""
+        channels = {id(self.registry.channel_for(Selector("id", ID, (("_idx", str(n)),)))) for n in range(50)}
+        for channel in self.registry.channels():
+            channel.start()
+        self.assertEqual(len(channels), 1)
+        self.assertEqual(self.engine.json_calls, 1)
+
+
+class FailedContentTests(ChannelTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.registry.failed_content_ttl = 10.0
+
+    def test_a_refused_content_is_answered_from_memory_for_a_while(self) -> None:
+        """After the engine refused a content, players asking for it within the ttl get the same 502 without an engine call."""
+        channel, sink = self.join()
+        self.engine.refuse(EngineError(502, "engine: failed to load content", kind=ErrorKind.REFUSED))
+        self.clock.advance(9)
+        with self.assertRaises(EngineError) as caught:
+            self.registry.channel_for(Selector("id", ID))
+        self.assertIs(caught.exception, sink.error)
+        self.assertEqual(self.engine.json_calls, 1)
+        self.clock.advance(1)
+        self.registry.channel_for(Selector("id", ID)).start()
+        self.assertEqual(self.engine.json_calls, 2)
+
+    def test_an_unreachable_engine_is_not_remembered(self) -> None:
+        """Only the engine's refusal is remembered: after a 503 the next player asks the engine again."""
+        self.join()
+        self.engine.refuse(EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        self.join()
+        self.assertEqual(self.engine.json_calls, 2)
+
+    def test_a_stream_that_played_is_not_remembered_as_refused(self) -> None:
+        """A channel that had data and then failed does not block the next player."""
+        channel, sink = self.go_live()
+        self.engine.readers[-1].end("refused", EngineError(502, "x", kind=ErrorKind.REFUSED))
+        for _ in range(40):  # every rung of the ladder is refused too
+            self.clock.advance(8)
+            if not channel.alive:
+                break
+            if self.engine.opens and not self.engine.opens[-1].called:
+                self.engine.refuse(EngineError(502, "x", kind=ErrorKind.REFUSED))
+            elif not self.engine.readers[-1].stopped:
+                self.engine.readers[-1].end("refused", EngineError(502, "x", kind=ErrorKind.REFUSED))
+        self.assertFalse(channel.alive)
+        self.join()
+        self.assertGreater(self.engine.json_calls, 1)

@@ -93,3 +93,34 @@ class SharingTests(SimulatorProxyTestCase):
         self.assertGreater(client["bytes_sent"], 0)
         status, _, body = yield fetch(self.reactor, f"{self.proxy.url}/ace/status?id={self.content.content_id}")
         self.assertEqual(json.loads(body)["clients"], 1)
+
+
+class OneSessionPerContentTests(SimulatorProxyTestCase):
+    @inlineCallbacks
+    def test_an_extra_parameter_joins_the_running_channel_without_a_second_session(self) -> Any:
+        """A player adding transcode_audio joins the running channel: one engine session, none superseded, the first player uninterrupted."""
+        first = self.play(limit=2_000_000)
+        yield wait_for(self.reactor, lambda: first.received > 200_000)
+        second = self.play(self.stream_url(transcode_audio="0"), limit=300_000)
+        others = [self.play(self.stream_url(_idx=str(n)), limit=100_000) for n in range(5)]
+        yield DeferredList([p.done for p in [first, second] + others])
+        counters = self.counters()
+        self.assertEqual(counters["sessions_opened"], 1)
+        self.assertEqual(counters["sessions_superseded"], 0)
+        self.assertEqual(self.json_calls(), 1)
+        self.assertEqual(first.end_reason, "limit")
+        self.assertCleanTS(first)
+        self.assertCleanTS(second)
+
+    @inlineCallbacks
+    def test_a_refused_content_is_answered_from_memory(self) -> Any:
+        """Players asking again for a content the engine refused get the same 502 without another engine call."""
+        self.fault("failed_content", self.content)
+        first = self.play()
+        yield first.done
+        again = [self.play() for _ in range(5)]
+        yield DeferredList([p.done for p in again])
+        self.assertEqual(first.status, 502)
+        self.assertEqual([p.status for p in again], [502] * 5)
+        self.assertEqual({p.json()["error"] for p in again}, {first.json()["error"]})
+        self.assertEqual(self.json_calls(), 1)

@@ -33,10 +33,10 @@ class SelectorTests(SynchronousTestCase):
             self.assertRaises(BadRequest, parse_selector, bad)
 
     def test_output_parameters_pass_through_and_others_are_ignored(self) -> None:
-        """transcode_audio becomes part of the key; a player's pid and cache busters do not."""
+        """transcode_audio is passed to the engine; a player's pid and cache busters are not; none of them is in the key."""
         selector = parse_selector(args(id=ID, transcode_audio="1", pid="player-7", _="12345"))
         self.assertEqual(selector.extra, (("transcode_audio", "1"),))
-        self.assertEqual(selector.key, f"id:{ID}?transcode_audio=1")
+        self.assertEqual(selector.key, f"id:{ID}")
 
 
 class RouteTests(SynchronousTestCase):

@@ -277,7 +277,7 @@ class Channel:
     def _session_granted(self, session: EngineSession) -> bool:
         """Read C{session} unless the engine says it is a stream another channel serves (then hand over)."""
         if session.infohash:
-            canonical = stream_key("infohash", session.infohash, self.selector.extra)
+            canonical = stream_key("infohash", session.infohash)
             if canonical != self.key and self.on_canonical(self, canonical, session):
                 return False
         return True
@@ -318,6 +318,7 @@ class Channel:
         lease = self.lease
         return {
             "key": self.key,
+            "parameters": dict(self.selector.extra),
             "state": self.state,
             "engine": self.engine.base_url,
             "infohash": session.infohash if session else None,
