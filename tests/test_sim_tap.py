@@ -145,9 +145,12 @@ class ProcessTests(TestCase):
         port = free_port()
         process, transport = self.spawn("--listen", f"tcp:{port}:interface=127.0.0.1", "--prebuffer", "0.2",
                                         "--burst", "0.5")
-        yield wait_until(lambda: b"Site starting on" in process.output or process.ended.called, timeout=20)
+        # the contents are logged after the site starts, perhaps in a later chunk of output
+        content_id = DEFAULT_CONTENTS[0].content_id.encode()
+        yield wait_until(lambda: (b"Site starting on" in process.output and content_id in process.output)
+                         or process.ended.called, timeout=20)
         self.assertFalse(process.ended.called, process.output[-2000:])
-        self.assertIn(DEFAULT_CONTENTS[0].content_id.encode(), process.output)
+        self.assertIn(content_id, process.output)
         client = RawClient(f"GET /ace/getstream?id={DEFAULT_CONTENTS[0].content_id}&format=json HTTP/1.0\r\n"
                            f"Host: 127.0.0.1:{port}\r\n\r\n".encode())
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5), client)
