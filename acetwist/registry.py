@@ -90,7 +90,7 @@ class Registry:
         if self.max_clients and self.client_count() >= self.max_clients:
             raise EngineError(503, f"player limit ({self.max_clients}) reached", retry_after=10, kind=ErrorKind.LIMIT)
         channel = self.channel_for(selector)
-        sink = self._make_sink(request, channel.ring, channel.remove_client)
+        sink = self._make_sink(request, channel.ring, channel.player_gone())
         address = request.getClientAddress()
         info = ClientInfo(
             client_id=new_client_id(),

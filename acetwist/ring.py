@@ -232,12 +232,15 @@ class TSRing:
         return self._append(bytes(data), keyframe, bytes(psi) if keyframe else b"")
 
     def close(self) -> None:
-        """Cancel the flush timer; later feeds are ignored. Kept blocks stay readable."""
+        """Cancel the flush timer, release every block at once, and ignore later feeds."""
         self._closed = True
         self._cancel_timer()
         self._parts = []
         self._pending_packets = 0
         self._tail = b""
+        self.on_block = None
+        while self._blocks:
+            self._drop_oldest()
 
     # ------------------------------------------------------------ reading
 

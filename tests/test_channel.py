@@ -481,3 +481,40 @@ class FailedContentTests(ChannelTestCase):
         self.assertFalse(channel.alive)
         self.join()
         self.assertGreater(self.engine.json_calls, 1)
+
+
+class MemoryTests(ChannelTestCase):
+    def test_an_ended_channel_releases_its_blocks_and_is_freed_without_the_cycle_collector(self) -> None:
+        """Once stopped and forgotten, a channel's ring holds no block and the channel is freed by reference counting alone."""
+        import gc
+        import weakref
+
+        channel, sink = self.go_live()
+        for n in range(1, 5):
+            self.engine.readers[-1].feed(gop(n))
+            self.clock.advance(0.1)
+        ring = channel.ring
+        self.assertGreater(len(ring), 0)
+        gone = weakref.ref(channel)
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        sink.leave()
+        self.clock.advance(self.settings.grace + 0.1)
+        self.assertEqual((len(ring), ring.total_bytes), (0, 0))
+        del channel, sink
+        self.assertIsNone(gone(), gc.get_referrers(gone()) if gone() is not None else None)
+
+    def test_a_failed_channel_is_freed_without_the_cycle_collector(self) -> None:
+        """A channel the engine refused is freed by reference counting alone once the registry forgot it."""
+        import gc
+        import weakref
+
+        channel, sink = self.join()
+        gone = weakref.ref(channel)
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        self.engine.refuse(EngineError(502, "engine: failed to load content"))
+        del channel, sink
+        self.assertIsNone(gone())

@@ -380,7 +380,7 @@ class CuttingTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 3)
 
     def test_close_cancels_the_timer_and_ignores_feeds(self) -> None:
-        """After close no timer is pending and fed bytes are ignored, while kept blocks stay readable."""
+        """After close no timer is pending, fed bytes are ignored, and every kept block is released."""
         ring, recorder, clock = make_ring(block_size=2 * P)
         ring.feed(Stream().filler(3))
         ring.close()
@@ -388,7 +388,8 @@ class CuttingTests(SynchronousTestCase):
         ring.feed(Stream().filler(10))
         clock.advance(1)
         self.assertEqual(len(recorder.blocks), 1)
-        self.assertIsNotNone(ring.get(0))
+        self.assertIsNone(ring.get(0))
+        self.assertEqual((len(ring), ring.total_bytes, ring.latest_keyframe()), (0, 0, None))
 
 
 class RetentionTests(SynchronousTestCase):

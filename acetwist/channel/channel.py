@@ -13,7 +13,8 @@ through L{Channel._teardown}.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Union
+import weakref
+from typing import Any, Callable, Dict, List, Optional, TypeVar, Union
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -32,6 +33,20 @@ from acetwist.errors import EngineError
 from acetwist.interfaces import Block, ICoordinator, ISink, Lease
 from acetwist.ring import TSRing
 from acetwist.upstream import EngineSession, Selector, stream_key
+
+T = TypeVar("T")
+
+
+def weakly(method: Callable[..., T], dead: Any = None) -> Callable[..., T]:
+    """C{method}, called through a weak reference to its object (C{dead} is returned once the object is gone)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any, **kwargs: Any) -> T:
+        bound = ref()
+        return bound(*args, **kwargs) if bound is not None else dead
+
+    return call
+
 
 #: asks the registry whether C{session}'s infohash is another live channel's
 #: stream; if so the registry hands this channel's players to it and returns True
@@ -73,12 +88,13 @@ class Channel:
             flush_interval=settings.block_flush,
             max_seconds=settings.ring_seconds,
             max_bytes=settings.ring_bytes,
-            on_block=self._on_block,
+            on_block=weakly(self._on_block),
         )
-        self.roster = Roster(self.key, coordinator, clock, self._occupied, self._vacated)
+        self.roster = Roster(self.key, coordinator, clock, weakly(self._occupied), weakly(self._vacated))
+        count_elsewhere = weakly(self._count_elsewhere)
         self.grace = GraceMachine(
-            GraceCore(clock, settings.grace, min(settings.grace, max(settings.heartbeat, 1.0)), self._count_elsewhere,
-                      self._grace_expired, name=self.key)
+            GraceCore(clock, settings.grace, min(settings.grace, max(settings.heartbeat, 1.0)),
+                      lambda: count_elsewhere() or succeed(0), weakly(self._grace_expired), name=self.key)
         )
         self.created_at = clock.seconds()
         self.bytes_in = 0
@@ -89,7 +105,10 @@ class Channel:
         self._role: Union[Owning, Following, None] = None
         self._engine_sources: List[EngineSource] = []
         self._last_epoch: Optional[int] = None
-        self._lifecycle = LifecycleMachine(self)
+        # the machine reaches its channel through a weak proxy, and every part
+        # calls back through weakly(): an ended channel is freed by reference
+        # counting alone, its ring's blocks with it
+        self._lifecycle = LifecycleMachine(weakref.proxy(self))
 
     # ------------------------------------------------------------ view
 
@@ -149,7 +168,14 @@ class Channel:
 
     def hand_players_to(self, other: "Channel") -> None:
         """Every player of ours continues on C{other}."""
-        self.roster.move_to(other.roster, other.ring, other.remove_client)
+        self.roster.move_to(other.roster, other.ring, other.player_gone())
+
+    def _has_players(self) -> bool:
+        return len(self.roster) > 0
+
+    def player_gone(self) -> Callable[[ISink, str], None]:
+        """What a player's sink calls when it closes (it does not keep the channel alive)."""
+        return weakly(self.remove_client)
 
     def _occupied(self) -> None:
         self.grace.occupied()
@@ -203,8 +229,9 @@ class Channel:
                                lifecycle._demoted)
         had_data = self.bytes_in > 0
         source = EngineSource(
-            EngineCore(self.engine, self.selector, self.settings, self.clock, on_data=self._on_data,
-                       on_session=self._session_granted, on_recovering=self._recovering, on_failed=lifecycle.fail,
+            EngineCore(self.engine, self.selector, self.settings, self.clock, on_data=weakly(self._on_data),
+                       on_session=weakly(self._session_granted, False), on_recovering=weakly(self._recovering),
+                       on_failed=lifecycle.fail,
                        had_data=had_data, key=self.key)
         )
         self._engine_sources.append(source)
@@ -214,11 +241,11 @@ class Channel:
         return owning
 
     def _follow(self, lifecycle: Lifecycle) -> Following:
-        source = MirrorSource(MirrorCore(self.key, self.coordinator, self.ring, on_bytes=self._mirrored))
+        source = MirrorSource(MirrorCore(self.key, self.coordinator, self.ring, on_bytes=weakly(self._mirrored)))
         watch = OwnerWatch(
             WatchCore(self.key, self.coordinator, self.clock, interval=min(max(self.settings.lease / 2, 0.05), 1.0),
                       patience=self.settings.lease / 3 + self.coordinator.reclaim_margin,
-                      wanted=lambda: len(self.roster) > 0, on_takeover=lifecycle._took_over)
+                      wanted=weakly(self._has_players, False), on_takeover=lifecycle._took_over)
         )
         self._role = following = Following(source, watch, self._heartbeat_loop())
         source.start()
@@ -283,7 +310,7 @@ class Channel:
         return True
 
     def _heartbeat_loop(self) -> LoopingCall:
-        loop = LoopingCall(self._heartbeat)
+        loop = LoopingCall(weakly(self._heartbeat))
         loop.clock = self.clock
         loop.start(self.settings.heartbeat, now=False).addErrback(
             lambda f: self.log.failure("heartbeat failed", f)
