@@ -27,6 +27,7 @@ STATUS_KEYS = {
     "key", "state", "engine", "infohash", "playback_session_id", "playback_url", "stat_url", "command_url",
     "role", "owner", "epoch", "created_at", "uptime", "bytes_in", "bytes_out", "bitrate", "recoveries",
     "sessions_opened", "last_end_reason", "ring", "clients", "error",
+    "parameters",  # added by issue 9: the engine parameters the channel was opened with
 }
 CLIENT_KEYS = {"id", "ip", "user_agent", "connected_at", "connected_for", "bytes_sent", "queue_bytes", "skips",
                "paused", "started"}
@@ -238,7 +239,7 @@ class StatusTests(CharacterizationTestCase):
         json.dumps(status)  # /status serves it as JSON
         types = {"key": str, "state": str, "engine": str, "role": str, "created_at": float, "uptime": float,
                  "bytes_in": int, "bytes_out": int, "bitrate": int, "recoveries": int, "sessions_opened": int,
-                 "ring": dict, "clients": list}
+                 "ring": dict, "clients": list, "parameters": dict}
         optional = {"infohash": str, "playback_session_id": str, "playback_url": str, "stat_url": str,
                     "command_url": str, "owner": str, "epoch": int, "last_end_reason": str, "error": str}
         for name, kind in types.items():
