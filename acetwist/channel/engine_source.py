@@ -209,9 +209,7 @@ def _build() -> Callable[[EngineCore], _Inputs]:
             assert s.ladder is not None
             s.ladder.skip_rereads()
 
-    @idle.upon(_Inputs.stop).to(stopped)
-    def stop_idle(m: _Inputs, s: EngineCore, stop_session: bool) -> None:
-        pass
+    idle.upon(_Inputs.stop).to(stopped).returns(None)
 
     # ---------------------------------------------------------------- opening
     def accept(m: _Inputs, s: EngineCore, session: EngineSession) -> None:
@@ -306,7 +304,8 @@ def _build() -> Callable[[EngineCore], _Inputs]:
     # ---------------------------------------------------------------- waiting for a rung
     @waiting.upon(_Inputs._due).to(deciding)
     def due(m: _Inputs, s: EngineCore, w: _Wait) -> None:
-        s.log.info("{key}: recovery attempt {n} ({rung})", key=s.key, n=w.step.attempt, rung=w.step.rung.value)
+        if w.step.attempt:
+            s.log.info("{key}: recovery attempt {n} ({rung})", key=s.key, n=w.step.attempt, rung=w.step.rung.value)
         if w.step.rung is Rung.REREAD and s.session is not None:
             m._read(w.timeout)
         elif w.step.rung is not Rung.GIVE_UP:
@@ -347,7 +346,7 @@ def _build() -> Callable[[EngineCore], _Inputs]:
         warming = end.error is not None and end.error.kind is ErrorKind.EMPTY
         backoff = s.settings.backoff
         if warming and remaining > backoff:
-            m._climb(Step(Rung.REREAD, backoff, 0), remaining - backoff)
+            m._climb(Step(Rung.REREAD, backoff, 0), remaining - backoff)  # attempt 0: not a recovery
         else:
             m._give_up(end.error or EngineError(502, end.reason))
 
