@@ -9,9 +9,8 @@ bitrates are not delayed), and right before every random-access packet, so a
 keyframe block always begins with its random-access point and carries the PAT
 and PMT in force to send in front of it.
 
-The ring keeps the newest blocks, bounded by bytes (strictly) and by age (never
-dropping the newest keyframe block), and serves them by sequence number to the
-players' sinks, which read through cursors and hold no copies.
+The ring is a L{BlockHistory}: it keeps the newest blocks, bounded by bytes
+and by age, and serves them by sequence number to the players' sinks.
 
 Where keyframes fall and which PAT/PMT is in force is the job of
 L{acetwist.ts.keyframes.KeyframeScanner}, which looks at a whole run of
@@ -20,12 +19,11 @@ packets at once, never at every packet in Python.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, List, Optional, Union
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 
+from acetwist.history import BlockHistory
 from acetwist.interfaces import Block
 from acetwist.ts.keyframes import KeyframeScanner
 from acetwist.ts.packet import PACKET_SIZE, SYNC, find_sync
@@ -37,27 +35,21 @@ _Part = Union[bytes, memoryview]
 _UNCONFIRMED_TAIL = 2 * PACKET_SIZE
 
 
-class TSRing:
+class TSRing(BlockHistory):
     """
     Aligned blocks of a channel's MPEG-TS, with a keyframe index and bounded
-    history.
+    history (the reading side, C{get}, C{latest_keyframe}, C{next_keyframe},
+    C{bytes_from}, C{first_seq}, C{next_seq}, C{total_bytes}, is
+    L{BlockHistory}'s). L{discontinuity} starts a new C{segment}.
 
-    @ivar first_seq: seq of the oldest block kept (equals C{next_seq} when empty).
-    @ivar next_seq: seq the next block will get.
-    @ivar segment: segment the next block will get (see L{discontinuity}).
-    @ivar total_bytes: bytes of C{data} in the kept blocks.
     @ivar bytes_in: raw bytes fed.
     @ivar resyncs: times a packet boundary did not hold a sync byte.
     @ivar skipped_bytes: junk dropped while looking for sync.
-    @ivar blocks_cut: blocks appended (cut here or given to L{append_block}).
-    @ivar keyframes: keyframe blocks appended.
     @ivar pmt_pid: the PMT PID learnt from the PAT, or None.
     @ivar video_pid: the video PID learnt from the PMT, or None.
     @ivar random_access_seen: True once a random-access indicator was seen on
         the video PID (see L{KeyframeScanner}).
     """
-
-    log = Logger()
 
     def __init__(
         self,
@@ -72,24 +64,9 @@ class TSRing:
     ) -> None:
         if block_size < PACKET_SIZE:
             raise ValueError(f"block_size must hold at least one packet, not {block_size}")
-        self.clock = clock
+        super().__init__(clock, max_seconds=max_seconds, max_bytes=max_bytes, on_block=on_block)
         self.block_size = block_size - block_size % PACKET_SIZE
         self.flush_interval = flush_interval
-        self.max_seconds = max_seconds
-        self.max_bytes = max_bytes
-        self.on_block = on_block
-
-        # kept blocks
-        self._blocks: Dict[int, Block] = {}
-        self._starts: Dict[int, int] = {}  # seq -> bytes appended before that block
-        self._keyframe_seqs: List[int] = []
-        self._appended = 0
-        self.first_seq = 0
-        self.next_seq = 0
-        self.segment = 0
-        self.total_bytes = 0
-
-        # ingest state
         self._tail = b""
         self._synced = False
         self._parts: List[_Part] = []
@@ -103,8 +80,6 @@ class TSRing:
         self.bytes_in = 0
         self.resyncs = 0
         self.skipped_bytes = 0
-        self.blocks_cut = 0
-        self.keyframes = 0
 
     @property
     def pmt_pid(self) -> Optional[int]:
@@ -194,37 +169,6 @@ class TSRing:
         self._pending_packets = 0
         self._tail = b""
 
-    # ------------------------------------------------------------ reading
-
-    def __len__(self) -> int:
-        return len(self._blocks)
-
-    def get(self, seq: int) -> Optional[Block]:
-        """The block with C{seq}, or None when it is not (or no longer, or not yet) kept."""
-        return self._blocks.get(seq)
-
-    def latest_keyframe(self) -> Optional[Block]:
-        """The newest kept keyframe block."""
-        if not self._keyframe_seqs:
-            return None
-        return self._blocks[self._keyframe_seqs[-1]]
-
-    def next_keyframe(self, from_seq: int) -> Optional[Block]:
-        """The first kept keyframe block with C{seq >= from_seq}."""
-        seqs = self._keyframe_seqs
-        i = bisect_left(seqs, from_seq)
-        if i == len(seqs):
-            return None
-        return self._blocks[seqs[i]]
-
-    def bytes_from(self, seq: int) -> int:
-        """Bytes in the kept blocks from C{seq} to the newest (a cursor's lag)."""
-        if seq >= self.next_seq:
-            return 0
-        if seq <= self.first_seq:
-            return self.total_bytes
-        return self._appended - self._starts[seq]
-
     # ------------------------------------------------------------ internals
 
     def _take(self, buf: bytes, view: memoryview, base: int, count: int) -> None:
@@ -283,41 +227,3 @@ class TSRing:
         self._pending_psi = b""
         self._cancel_timer()
         self._append(data, keyframe, psi)
-
-    def _append(self, data: bytes, keyframe: bool, psi: bytes) -> Block:
-        seq = self.next_seq
-        block = Block(seq=seq, data=data, keyframe=keyframe, psi=psi, segment=self.segment, created=self.clock.seconds())
-        self._blocks[seq] = block
-        self._starts[seq] = self._appended
-        self._appended += len(data)
-        self.total_bytes += len(data)
-        self.next_seq = seq + 1
-        self.blocks_cut += 1
-        if keyframe:
-            self._keyframe_seqs.append(seq)
-            self.keyframes += 1
-        self._trim()
-        if self.on_block is not None:
-            try:
-                self.on_block(block)
-            except Exception:
-                self.log.failure("on_block raised for block {seq}", seq=seq)
-        return block
-
-    def _trim(self) -> None:
-        """Drop the oldest blocks past the byte bound (strictly) or the age bound (keeping the newest keyframe)."""
-        while self.total_bytes > self.max_bytes and self._blocks:
-            self._drop_oldest()
-        horizon = self.clock.seconds() - self.max_seconds
-        keep_from = self._keyframe_seqs[-1] if self._keyframe_seqs else self.next_seq
-        while self.first_seq < keep_from and self._blocks[self.first_seq].created < horizon:
-            self._drop_oldest()
-
-    def _drop_oldest(self) -> None:
-        seq = self.first_seq
-        block = self._blocks.pop(seq)
-        del self._starts[seq]
-        self.total_bytes -= len(block.data)
-        self.first_seq = seq + 1
-        if self._keyframe_seqs and self._keyframe_seqs[0] == seq:
-            del self._keyframe_seqs[0]
