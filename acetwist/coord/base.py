@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 
 import attr
 
-from acetwist.interfaces import Block, ClientRecord
+from acetwist.interfaces import Block, ClientRecord, Lease
 
 
 class CoordinatorUnavailable(Exception):
@@ -23,10 +23,8 @@ def lease_value(owner: str, epoch: int) -> str:
     return f"{owner}:{epoch}"
 
 
-def parse_lease(value: Any) -> Optional[Any]:
+def parse_lease(value: Any) -> Optional[Lease]:
     """C{<worker>:<epoch>} (bytes or str) to a L{Lease}, None for anything else."""
-    from acetwist.interfaces import Lease
-
     if value is None:
         return None
     if isinstance(value, bytes):
