@@ -532,10 +532,14 @@ class RedisHarness:
         return RedisSettings.from_url(self.server.url, **options)
 
     @inlineCallbacks
-    def make(self, worker_id: str, **kw: Any) -> Any:
+    def make(self, worker_id: str, settled: bool = True, **kw: Any) -> Any:
+        """A started coordinator; unless not C{settled}, on a data set Redis has held for an hour."""
         from acetwist.coord.redis import RedisCoordinator
 
-        coordinator = RedisCoordinator(self.settings(**kw), worker_id, reactor)
+        settings = self.settings(**kw)
+        if settled and not self.server.scan(settings.prefix + ":cluster:since"):
+            self.server.age_data_set(settings.prefix)
+        coordinator = RedisCoordinator(settings, worker_id, reactor)
         self.addCleanup(coordinator.stop)
         yield coordinator.start()
         self.assertTrue(coordinator.connected)

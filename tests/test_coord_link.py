@@ -68,7 +68,7 @@ class TxredisapiAssumptionTests(SynchronousTestCase):
 class LinkTests(RedisHarness, TestCase):
     @inlineCallbacks
     def test_connections_are_replaced_after_they_die(self) -> Any:
-        """A link whose connections are killed reconnects by itself and counts the connects."""
+        """A link whose connections are killed reconnects by itself, counts the connects and notes when it came back."""
         from acetwist.coord.link import Link
 
         link = Link(self.settings(), reactor, 2, "test")
@@ -76,12 +76,14 @@ class LinkTests(RedisHarness, TestCase):
         link.start()
         yield link.when_up()
         yield self.until(lambda: link.connects == 2)
+        self.assertIsNone(link.reconnected_at)
         conn = link.connection("x")
         assert conn is not None
         yield link.send(conn, "SET", "k", "1.0")
         self.assertEqual((yield link.send(conn, "GET", "k")), b"1.0")
         self.server.command("CLIENT", "KILL", "TYPE", "normal")
         yield self.until(lambda: link.connects == 4 and link.up)
+        self.assertIsNotNone(link.reconnected_at)
         self.assertTrue(link.trying)
         yield link.close()
         self.assertFalse(link.trying or link.up)

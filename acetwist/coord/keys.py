@@ -46,3 +46,8 @@ class Keys:
     @property
     def streams(self) -> str:
         return self._key("streams")
+
+    @property
+    def since(self) -> str:
+        """C{P:cluster:since}: when (Redis time, ms) the current data set began."""
+        return self._key("cluster", "since")

@@ -118,6 +118,8 @@ class Link:
     A connection is usable once AUTH and SELECT (when configured) succeeded.
 
     @ivar connects: connections that became usable, ever.
+    @ivar reconnected_at: when (reactor seconds) a connection last became
+        usable after the link had been up and then down (None before that).
     """
 
     def __init__(self, settings: RedisSettings, reactor: IReactorTime, poolsize: int, name: str,
@@ -130,6 +132,7 @@ class Link:
         self.closed = False
         self.was_up = False
         self.connects = 0
+        self.reconnected_at: Optional[float] = None
         self._rejected = 0
         self._usable: List[RedisConnection] = []
         self._alive: Set[RedisConnection] = set()
@@ -258,6 +261,8 @@ class Link:
         self.connects += 1
         if not self.was_up:
             self.was_up = True
+            if self.connects > 1:
+                self.reconnected_at = self.reactor.seconds()
             (log.debug if self.quiet else log.info)(
                 "Redis {name}: connected to {host}:{port}", name=self.name,
                 host=self.settings.host, port=self.settings.port)

@@ -41,6 +41,7 @@ from zope.interface import implementer
 from acetwist.coord import scripts
 from acetwist.coord.base import (
     CoordinatorUnavailable,
+    CountUnknown,
     field_text,
     lease_value,
     parse_lease,
@@ -54,7 +55,7 @@ from acetwist.coord.settings import RedisSettings
 from acetwist.coord.view import cluster_view, local_view
 from acetwist.interfaces import Block, ClientRecord, ICoordinator, Lease
 
-__all__ = ["RedisCoordinator", "RedisFollower", "RedisSettings", "CoordinatorUnavailable"]
+__all__ = ["RedisCoordinator", "RedisFollower", "RedisSettings", "CoordinatorUnavailable", "CountUnknown"]
 
 log = Logger()
 
@@ -63,14 +64,33 @@ def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
+def count_doubt(settings: RedisSettings, age_ms: int, since_reconnect: Optional[float]) -> Optional[str]:
+    """
+    Why a player count cannot be trusted, or None: C{age_ms} is how long
+    Redis has held the cluster's records (-1: the marker was missing),
+    C{since_reconnect} how long ago this worker's link came back (None:
+    never lost).
+    """
+    if age_ms < 0:
+        why = "Redis held no player records of the cluster (restarted, flushed or unreached) until now"
+    elif age_ms < _ms(settings.client_ttl):
+        why = f"Redis has held the cluster's player records for only {age_ms / 1000:.1f} s"
+    elif since_reconnect is not None and since_reconnect < settings.settle_after_reconnect:
+        return (f"this worker reconnected to Redis {since_reconnect:.1f} s ago; counts are trusted "
+                f"{settings.settle_after_reconnect:g} s after a reconnection")
+    else:
+        return None
+    return f"{why}; counts are trusted once it has for client_ttl ({settings.client_ttl:g} s)"
+
+
 @implementer(ICoordinator)
 class RedisCoordinator:
     """
     One worker's access to the cluster state in Redis.
 
-    When Redis cannot answer within C{command_timeout}: C{claim}, C{renew},
-    C{owner} and C{client_count} errback with L{CoordinatorUnavailable};
-    C{release} fires None anyway (the lease will
+    When Redis cannot answer within C{command_timeout}: C{claim}, C{renew}
+    and C{owner} errback with L{CoordinatorUnavailable}, C{client_count}
+    with L{CountUnknown}; C{release} fires None anyway (the lease will
     expire); C{cluster_view} fires with C{"available": False}, this worker
     and its own players; the fire-and-forget methods skip and count.
     """
@@ -149,8 +169,9 @@ class RedisCoordinator:
         s = self.settings
         self._commands.fire("heartbeat", self.worker_id, scripts.HEARTBEAT(
             worker_key=self.keys.worker(self.worker_id), workers_key=self.keys.workers,
+            since_key=self.keys.since,
             worker=self.worker_id, ttl_ms=_ms(s.worker_ttl), host=socket.gethostname(), pid=os.getpid(),
-            started_at=f"{self.started_at:.3f}", clients=len(self._clients),
+            started_at=f"{self.started_at:.3f}", clients=len(self._clients), since_ttl_ms=_ms(s.data_set_ttl),
         ))
 
     def _halt(self) -> Deferred[Any]:
@@ -316,9 +337,34 @@ class RedisCoordinator:
         ))
 
     def client_count(self, stream_key: str) -> Deferred[int]:
-        return self._commands.request("client_count", stream_key, scripts.CLIENT_COUNT(
-            clients_key=self.keys.clients(stream_key),
+        """
+        Players on C{stream_key} across the cluster, or L{CountUnknown}: when
+        Redis cannot be asked; when its records may be incomplete because its
+        data set is younger than C{client_ttl} (the marker C{P:cluster:since}
+        was missing or is recent: Redis restarted, was flushed, or nobody
+        reached it for C{data_set_ttl}); or within C{settle_after_reconnect}
+        after this worker's link came back.
+        """
+        d = self._commands.request("client_count", stream_key, scripts.CLIENT_COUNT(
+            clients_key=self.keys.clients(stream_key), since_key=self.keys.since,
+            since_ttl_ms=_ms(self.settings.data_set_ttl),
         ))
+        return d.addCallbacks(lambda reply: self._counted(stream_key, reply),
+                              lambda failure: self._uncounted(stream_key, failure))
+
+    def _counted(self, stream_key: str, reply: List[Any]) -> int:
+        count, age_ms = int(reply[0]), int(reply[1])
+        reconnected = self._link.reconnected_at
+        since = float(self.reactor.seconds()) - reconnected if reconnected is not None else None
+        why = count_doubt(self.settings, age_ms, since)
+        if why is not None:
+            self._commands.count("client_count_unknown")
+            raise CountUnknown(f"players of {stream_key} ({count} recorded): {why}")
+        self._commands.count("client_count_known")
+        return count
+
+    def _uncounted(self, stream_key: str, failure: Failure) -> int:
+        raise CountUnknown(f"cannot count players of {stream_key}: {failure.getErrorMessage()}")
 
     # ------------------------------------------------------------ streams
 

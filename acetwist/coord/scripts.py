@@ -32,6 +32,11 @@ local function index(key, member, expires, ttl)
   if (not s) or tonumber(s) < expires then redis.call('ZADD', key, expires, member) end
   if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
 end
+local function keep_data_set(key, now, ttl)
+  if not redis.call('SET', key, string.format('%d', now), 'NX', 'PX', ttl) then
+    if redis.call('PTTL', key) < tonumber(ttl) then redis.call('PEXPIRE', key, ttl) end
+  end
+end
 """
 
 
@@ -223,16 +228,25 @@ redis.call('ZREM', clients_key, client_id)
 return 1
 """)
 
-#: Live players of a stream.
-CLIENT_COUNT = Script("client_count", lib=True, keys=("clients_key",), body="""
+#: C{{players, age of the data set in ms}}; the age is -1 when the data-set
+#: marker was missing (Redis restarted, was flushed, or nobody refreshed the
+#: marker for its TTL) and has just been created.
+CLIENT_COUNT = Script("client_count", lib=True, keys=("clients_key", "since_key"), args=("since_ttl_ms",),
+                      body="""
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', clients_key, '-inf', '(' .. now)
-return redis.call('ZCARD', clients_key)
+local count = redis.call('ZCARD', clients_key)
+local since = tonumber(redis.call('GET', since_key) or '')
+if not since then
+  redis.call('SET', since_key, string.format('%d', now), 'PX', since_ttl_ms)
+  return {count, -1}
+end
+return {count, now - since}
 """)
 
-#: Register a worker.
-HEARTBEAT = Script("heartbeat", lib=True, keys=("worker_key", "workers_key"),
-                   args=("worker", "ttl_ms", "host", "pid", "started_at", "clients"), body="""
+#: Register a worker and keep the data-set marker alive (creating it if missing).
+HEARTBEAT = Script("heartbeat", lib=True, keys=("worker_key", "workers_key", "since_key"),
+                   args=("worker", "ttl_ms", "host", "pid", "started_at", "clients", "since_ttl_ms"), body="""
 local now = now_ms()
 local ttl = tonumber(ttl_ms)
 redis.call('HSET', worker_key, 'host', host, 'pid', pid, 'started_at', started_at,
@@ -240,6 +254,7 @@ redis.call('HSET', worker_key, 'host', host, 'pid', pid, 'started_at', started_a
 redis.call('PEXPIRE', worker_key, ttl)
 redis.call('ZREMRANGEBYSCORE', workers_key, '-inf', '(' .. now)
 index(workers_key, worker, now + ttl, ttl)
+keep_data_set(since_key, now, since_ttl_ms)
 return 1
 """)
 
