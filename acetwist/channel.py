@@ -200,7 +200,16 @@ class Channel:
             self.stop("no players on this worker for the grace period")
             return
         d = self.coordinator.client_count(self.key)
-        d.addCallbacks(self._cluster_count, lambda f: self._cluster_count(0))
+        d.addCallbacks(self._cluster_count, self._count_unknown)
+
+    def _count_unknown(self, failure: Any) -> None:
+        # An unknown count is not zero: keep lingering and ask again soon.
+        if self._ended or not self.lingering:
+            return
+        self.log.info("{key}: cannot count players ({why}); asking again", key=self.key,
+                      why=failure.getErrorMessage())
+        self._cancel_grace()
+        self._grace_timer = self.clock.callLater(max(0.1, min(self.settings.grace, 1.0)), self._grace_expired)
 
     def _cluster_count(self, count: int) -> None:
         if self._ended or not self.lingering:
