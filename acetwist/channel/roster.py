@@ -95,11 +95,15 @@ class Roster:
                 sink.fail(EngineError(503, "channel stopped", retry_after=1))
         self.sinks.clear()
 
-    def heartbeat(self) -> None:
-        """Refresh the cluster's records of players that got data since the last beat."""
+    def heartbeat(self, waiting_for_upstream: bool = False) -> None:
+        """
+        Refresh the cluster's records of players that got data since the last
+        beat; while the upstream is away (C{waiting_for_upstream}) every
+        connected player's, since none can get data then.
+        """
         for sink, info in list(self.sinks.items()):
             sent = sink.bytes_sent
-            if sent != self._reported_bytes.get(sink):
+            if waiting_for_upstream or sent != self._reported_bytes.get(sink):
                 self._reported_bytes[sink] = sent
                 self.coordinator.client_progress(self.record(sink, info))
 

@@ -1,5 +1,5 @@
 """
-What both coordinators share: the error they fail with, how a follower
+What both coordinators share: the errors they fail with, how a follower
 decides which mirrored blocks to deliver, and how values are normalised so
 that the in-memory and the Redis coordinator answer alike.
 """
@@ -11,11 +11,23 @@ from typing import Any, Dict, Optional
 
 import attr
 
-from acetwist.interfaces import Block, ClientRecord
+from acetwist.interfaces import Block, ClientRecord, Lease
 
 
 class CoordinatorUnavailable(Exception):
     """The cluster state could not be reached within the command timeout."""
+
+
+class CountUnknown(Exception):
+    """
+    C{client_count} cannot give a number it can stand behind: the cluster
+    could not be asked (no connection, no answer within the deadline), or
+    its player records may be incomplete (Redis came back empty, was
+    flushed or was unreachable long enough for records to expire, or this
+    worker has only just reconnected, so not every worker has rewritten
+    its players' records yet). The message says which. An unknown count is
+    never zero: ask again later.
+    """
 
 
 def lease_value(owner: str, epoch: int) -> str:
@@ -23,10 +35,8 @@ def lease_value(owner: str, epoch: int) -> str:
     return f"{owner}:{epoch}"
 
 
-def parse_lease(value: Any) -> Optional[Any]:
+def parse_lease(value: Any) -> Optional[Lease]:
     """C{<worker>:<epoch>} (bytes or str) to a L{Lease}, None for anything else."""
-    from acetwist.interfaces import Lease
-
     if value is None:
         return None
     if isinstance(value, bytes):

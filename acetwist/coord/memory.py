@@ -17,6 +17,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 import attr
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -41,7 +42,7 @@ class MemoryCluster:
     have a TTL, and L{prune} drops everything expired.
     """
 
-    def __init__(self, clock: Any) -> None:
+    def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self.leases: Dict[str, Tuple[Lease, float]] = {}
         self.epochs: Dict[str, int] = {}
@@ -121,7 +122,7 @@ class MemoryFollower:
         self.stopped = False
         # The backlog is delivered from the clock, never inside follow():
         # the caller has not even stored the follower yet.
-        self._scheduled: Any = cluster.clock.callLater(0, self._first_pump)
+        self._scheduled: Optional[IDelayedCall] = cluster.clock.callLater(0, self._first_pump)
 
     def _position(self) -> None:
         mirror = self.cluster.mirror(self.stream_key)
@@ -184,12 +185,11 @@ class MemoryCoordinator:
     """
 
     backend = "memory"
-    reclaim_margin = 0.5
 
     def __init__(
         self,
         worker_id: str,
-        clock: Any,
+        clock: IReactorTime,
         cluster: Optional[MemoryCluster] = None,
         settings: Optional[CoordSettings] = None,
     ) -> None:
@@ -202,6 +202,11 @@ class MemoryCoordinator:
         self._followers: Set[MemoryFollower] = set()
         self._clients: Dict[str, ClientRecord] = {}
         self._heartbeat: Optional[LoopingCall] = None
+
+    @property
+    def reclaim_margin(self) -> float:
+        """See L{CoordSettings.reclaim_margin}."""
+        return self.settings.reclaim_margin
 
     # ------------------------------------------------------------ lifecycle
 
@@ -335,6 +340,7 @@ class MemoryCoordinator:
         self.cluster.clients.pop(record.client_id, None)
 
     def client_count(self, stream_key: str) -> Deferred[int]:
+        """Always known: the records live in this process and are never lost behind its back."""
         return succeed(len(self.cluster.live_clients(stream_key)))
 
     # ------------------------------------------------------------ streams

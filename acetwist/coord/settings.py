@@ -6,7 +6,7 @@ before twistd has chosen a reactor.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, TypedDict
 from urllib.parse import unquote, urlsplit
 
 import attr
@@ -65,6 +65,41 @@ class CoordSettings:
         """The lease in seconds."""
         return self.lease_ms / 1000.0
 
+    @property
+    def reclaim_margin(self) -> float:
+        """
+        Seconds a live owner may need, beyond one renew interval, to claim its
+        stream again after its lease vanished. A follower takes over only
+        after seeing no owner for longer than C{lease / 3 +} this. In memory
+        a lease never vanishes behind its owner's back, so a small constant.
+        """
+        return 0.5
+
+
+class HeartbeatTimings(TypedDict):
+    heartbeat_interval: float
+    progress_interval: float
+    worker_ttl: float
+    client_ttl: float
+
+
+def heartbeat_timings(heartbeat: float) -> HeartbeatTimings:
+    """
+    The timings of settings refreshed every C{heartbeat} seconds (worker
+    heartbeats and player-record writes), with the TTLs kept well above the
+    refresh: workers live C{max(15, 3 x heartbeat)} and player records
+    C{max(30, 4 x heartbeat)} after their last refresh (the defaults up to a
+    heartbeat of 5 s and 7.5 s). For C{CoordSettings(**...)} and
+    C{RedisSettings.from_url(url, **...)}.
+    """
+    defaults = CoordSettings()
+    return HeartbeatTimings(
+        heartbeat_interval=heartbeat,
+        progress_interval=heartbeat,
+        worker_ttl=max(defaults.worker_ttl, 3 * heartbeat),
+        client_ttl=max(defaults.client_ttl, 4 * heartbeat),
+    )
+
 
 @attr.s(frozen=True, auto_attribs=True, kw_only=True)
 class RedisSettings(CoordSettings):
@@ -105,6 +140,39 @@ class RedisSettings(CoordSettings):
 
     def __attrs_post_init__(self) -> None:
         parse_redis_url(self.url)
+
+    @property
+    def reclaim_margin(self) -> float:
+        """
+        A live owner whose lease vanished (Redis came back empty) claims again
+        at its next renew after its link reconnected: at most
+        C{reconnect_max_delay} (the reconnection backoff never exceeds it)
+        plus half a second for the connection and the claim itself.
+        """
+        return self.reconnect_max_delay + 0.5
+
+    @property
+    def settle_after_reconnect(self) -> float:
+        """
+        Seconds after this worker's connection to the cluster came back during
+        which a player count is not trusted: every worker has had time to
+        reconnect (C{reclaim_margin}) and to rewrite the records of players
+        that receive data (a progress interval, plus one heartbeat by which
+        the progress call may be late).
+        """
+        return self.reclaim_margin + self.progress_interval + self.heartbeat_interval
+
+    @property
+    def data_set_ttl(self) -> float:
+        """
+        TTL of the cluster's data-set marker, refreshed by every heartbeat: it
+        expires as soon as any refreshed player record could have expired
+        because nobody reached the cluster (records are rewritten at least
+        every C{progress_interval + heartbeat_interval}), and never sooner
+        than two heartbeats.
+        """
+        return max(self.client_ttl - self.progress_interval - self.heartbeat_interval,
+                   2 * self.heartbeat_interval)
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> "RedisSettings":

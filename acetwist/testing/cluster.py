@@ -18,8 +18,9 @@ class FakeFollower:
         self.on_block = on_block
         self.stopped = False
 
-    def stop(self) -> None:
+    def stop(self) -> "Deferred[None]":
         self.stopped = True
+        return succeed(None)
 
 
 @implementer(ICoordinator)
