@@ -16,6 +16,9 @@ application code runs.
 - No route takes a request body: a request announcing one
   (C{Content-Length} above 0, or chunked) is answered 413 from its headers,
   before the body is read or buffered, and the connection is closed.
+- A malformed head is a JSON 400, an over-long line a 431 (Twisted closes
+  without a word), and after any refusal what the client still sends is
+  dropped unparsed for a moment so it can read the answer.
 - The access log never holds a token: query parameters named like C{token}
   are redacted, and the C{Authorization} header is not logged.
 """
@@ -197,6 +200,14 @@ class ProxyHTTPChannel(HTTPChannel):
         self._refuse(408, "Request Timeout", "the request head did not arrive in time")
 
     # ------------------------------------------------------------ refusing
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A request line or header line over C{MAX_LENGTH}: a 431 (Twisted would close without a word)."""
+        self._refuse(431, "Request Header Fields Too Large", "a request line or header is too long")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """Twisted's answer to a malformed head (a bare 400 and a close), as JSON and with the lingering close."""
+        self._refuse(400, "Bad Request", "malformed HTTP request")
 
     def _refuse(self, status: int, phrase: str, message: str) -> None:
         """

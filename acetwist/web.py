@@ -133,16 +133,24 @@ class RequestGuard(Resource):
         length = request.getHeader(b"content-length")
         chunked = b"chunked" in (request.getHeader(b"transfer-encoding") or b"").lower()
         if chunked or (length is not None and length.strip() not in (b"", b"0")):
-            return self.on_error(request, 413, "this proxy takes no request body")
+            return self._refuse(request, 413, "this proxy takes no request body")
         try:
             b"/".join(request.postpath).decode("utf-8")
             b"/".join(request.prepath).decode("utf-8")
             request.getRequestHostname().decode("utf-8")
         except UnicodeDecodeError:
-            return self.on_error(request, 400, "the URL or Host header is not valid UTF-8")
+            return self._refuse(request, 400, "the URL or Host header is not valid UTF-8")
         if len(request.postpath) > 1 and b"" in request.postpath[:-1]:
             request.postpath = [s for s in request.postpath[:-1] if s] + request.postpath[-1:]
         return self.inner.render(request)
+
+    def _refuse(self, request: IRequest, status: int, message: str) -> bytes:
+        body: bytes = self.on_error(request, status, message)
+        if request.method == b"HEAD":
+            # Twisted would drop the body with a warning that reprs the request (and fails on a non-ASCII URI).
+            request.setHeader(b"Content-Length", str(len(body)).encode())
+            return b""
+        return body
 
 
 class ProxyApp:

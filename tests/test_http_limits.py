@@ -185,6 +185,29 @@ class BodyTests(SiteTestCase):
         self.assertEqual(self.resource.rendered, [b"/a"])
 
 
+class MalformedHeadTests(SiteTestCase):
+    def answer(self, data: bytes) -> "tuple[bytes, Any]":
+        channel, transport = self.connect()
+        assert channel is not None
+        channel.dataReceived(data)
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        self.assertTrue(transport.write_closed)
+        self.assertEqual(self.resource.rendered, [])
+        return head, json.loads(body)
+
+    def test_malformed_request_line_is_a_json_400(self) -> None:
+        """A request line Twisted cannot parse gets a JSON 400 and a lingering close."""
+        head, body = self.answer(b"G@T / HTTP/1.1\r\nHost: p\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 400 "))
+        self.assertEqual(body["status"], 400)
+
+    def test_overlong_header_line_is_a_431(self) -> None:
+        """A header line over Twisted's line limit gets a JSON 431 instead of a silent close."""
+        head, body = self.answer(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 431 "))
+        self.assertEqual(body["status"], 431)
+
+
 class ConnectionCapTests(SiteTestCase):
     def test_per_address_cap(self) -> None:
         """A third connection from one address is refused at accept while another address is admitted; a close frees a slot."""

@@ -1,10 +1,11 @@
 """What requests the routes refuse or tolerate: methods, request bodies, double slashes, non-UTF-8 URLs, unknown paths."""
 
 import json
-from typing import Any, Tuple
+from typing import Any, Dict, List, Tuple
 
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from acetwist.config import Settings
@@ -64,6 +65,15 @@ class RequestTests(SynchronousTestCase):
             self.assertEqual(json.loads(body)["status"], 400)
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(self.engine.json_calls, 0)
+
+    def test_refused_head_request_logs_nothing(self) -> None:
+        """HEAD to a non-UTF-8 path is a 400 with no body, and Twisted logs no 'HEAD request ... returning a message body' warning."""
+        events: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        response, body = self.request("HEAD", "/met%80ics")
+        self.assertEqual((response.code, body), (400, b""))
+        self.assertEqual([e for e in events if "HEAD" in str(e.get("log_format", ""))], [])
 
     def test_non_utf8_host_is_a_400_without_a_traceback(self) -> None:
         """A Host header that is not UTF-8 is a JSON 400, not a logged decoding error."""
