@@ -20,7 +20,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from klein import Klein
 from twisted.internet.defer import CancelledError
@@ -124,7 +124,7 @@ class RequestGuard(Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: IResource, on_error: Any) -> None:
+    def __init__(self, inner: IResource, on_error: Callable[[IRequest, int, str], bytes]) -> None:
         super().__init__()
         self.inner = inner
         self.on_error = on_error
@@ -145,7 +145,7 @@ class RequestGuard(Resource):
         return self.inner.render(request)
 
     def _refuse(self, request: IRequest, status: int, message: str) -> bytes:
-        body: bytes = self.on_error(request, status, message)
+        body = self.on_error(request, status, message)
         if request.method == b"HEAD":
             # Twisted would drop the body with a warning that reprs the request (and fails on a non-ASCII URI).
             request.setHeader(b"Content-Length", str(len(body)).encode())
@@ -191,7 +191,9 @@ class ProxyApp:
     def _is_operator(self, request: IRequest) -> bool:
         """The request carries the operator token (C{--admin-token}, else C{--token})."""
         token = self.settings.operator_token
-        return bool(token) and hmac.compare_digest(self._credential(request), token.encode())  # type: ignore[union-attr]
+        if not token:
+            return False
+        return hmac.compare_digest(self._credential(request), token.encode())
 
     def _authorised(self, request: IRequest) -> bool:
         """The request may use the player routes: no C{--token}, or it carries it (or the operator token)."""
@@ -295,9 +297,15 @@ class ProxyApp:
         refusal = self._method_refusal(request) or self._operator_refusal(request)
         if refusal is not None:
             return refusal
-        document = self.status_document(secrets=self._is_operator(request))
+        secrets = self._is_operator(request)
+        document = self.status_document(secrets=secrets)
 
         def with_cluster(view: Dict[str, Any]) -> bytes:
+            if not secrets:
+                for stream in view.get("streams", {}).values():
+                    metadata = stream.get("metadata") or {}
+                    if isinstance(metadata.get("engine"), str):
+                        metadata["engine"] = redact_credentials(metadata["engine"])
             document["cluster"] = view
             return json_body(request, 200, document)
 
