@@ -115,6 +115,18 @@ def parse_listen(text: str) -> str:
     raise ConfigError(f"{text!r} is not an endpoint (examples: tcp:8080, tcp:8080:interface=127.0.0.1, :8080)")
 
 
+#: endpoint kinds whose Twisted parser takes C{backlog=} (a systemd socket is already listening)
+_BACKLOG_KINDS = ("tcp", "tcp6", "unix", "ssl")
+
+
+def with_backlog(endpoint: str, backlog: int) -> str:
+    """C{endpoint} with C{:backlog=N} added, unless it already has one or its kind takes none."""
+    kind = endpoint.split(":", 1)[0]
+    if kind not in _BACKLOG_KINDS or re.search(r"(?<!\\):backlog=", endpoint):
+        return endpoint
+    return f"{endpoint}:backlog={backlog}"
+
+
 def _positive(parser: Callable[[str], float]) -> Callable[[str], float]:
     def check(text: str) -> float:
         value = parser(text)
@@ -132,6 +144,13 @@ def _count(text: str) -> int:
         raise ConfigError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise ConfigError(f"{text!r} cannot be negative")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise ConfigError(f"{text!r} must be greater than zero")
     return value
 
 
@@ -168,6 +187,9 @@ OPTIONS: List[OptionSpec] = [
                "A content the engine refused (failed to load content) is answered 502 from memory for this long,"
                " without an engine call (0: ask the engine every time)."),
     OptionSpec("token", None, _text, "Require ?token=SECRET (or 'Authorization: Bearer SECRET') on every request."),
+    OptionSpec("admin-token", None, _text,
+               "Operator token for /status and /metrics, which then show engine session URLs in full "
+               "(default: --token; with neither, /status is open and those URLs are redacted)."),
     OptionSpec("json-timeout", "10", _positive(parse_duration),
                "Deadline for the engine's JSON reply to getstream.", ("ACEXY_NO_RESPONSE_TIMEOUT",)),
     OptionSpec("connect-timeout", "5", _positive(parse_duration), "TCP connect timeout towards the engine."),
@@ -194,6 +216,15 @@ OPTIONS: List[OptionSpec] = [
     OptionSpec("write-batch", "256KiB", parse_size, "Largest single write to a player's socket."),
     OptionSpec("max-channels", "0", _count, "Most channels at once (0: no limit); more get 503."),
     OptionSpec("max-clients", "0", _count, "Most players at once (0: no limit); more get 503."),
+    OptionSpec("header-timeout", "10", _positive(parse_duration),
+               "Deadline for receiving a whole request head (request line and headers); then the connection is closed."),
+    OptionSpec("max-connections", "1024", _count,
+               "Most open HTTP connections (0: no limit); more are closed at once."),
+    OptionSpec("max-connections-per-ip", "64", _count,
+               "Most open HTTP connections from one client address (0: no limit); more are closed at once. "
+               "Behind a reverse proxy every player shares its address: use 0 there."),
+    OptionSpec("backlog", "1024", _positive_count,
+               "Listen backlog (queued connections not yet accepted), unless --listen gives backlog=."),
 ]
 
 
@@ -215,6 +246,7 @@ class Settings:
     grace: float
     failed_content_ttl: float
     token: Optional[str]
+    admin_token: Optional[str]
     json_timeout: float
     connect_timeout: float
     first_byte_timeout: float
@@ -233,6 +265,15 @@ class Settings:
     write_batch: int
     max_channels: int
     max_clients: int
+    header_timeout: float
+    max_connections: int
+    max_connections_per_ip: int
+    backlog: int
+
+    @property
+    def operator_token(self) -> Optional[str]:
+        """The token /status and /metrics require: C{--admin-token}, else C{--token}, else none."""
+        return self.admin_token or self.token
 
     @classmethod
     def defaults(cls, **overrides: object) -> "Settings":

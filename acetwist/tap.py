@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Mapping, Optional
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.python import usage
-from twisted.web.server import Site
 
-from acetwist.config import OPTIONS, ConfigError, OptionSpec, Settings, env_name, resolve
+from acetwist.config import OPTIONS, ConfigError, OptionSpec, Settings, env_name, resolve, with_backlog
 
 if TYPE_CHECKING:
     from acetwist.reactor import IReactor
@@ -59,7 +58,8 @@ def makeService(options: Options, reactor: Optional[IReactor] = None) -> MultiSe
     root = MultiService()
     proxy = ProxyService(settings, reactor)
     proxy.setServiceParent(root)
-    site = Site(proxy.app.resource())
+    site = proxy.app.site(reactor)
     # strports.service fails start-up (twistd exits non-zero) when the port is busy.
-    strports.service(settings.listen, site, reactor=reactor).setServiceParent(root)
+    listen = with_backlog(settings.listen, settings.backlog)
+    strports.service(listen, site, reactor=reactor).setServiceParent(root)
     return root

@@ -3,10 +3,16 @@
 The player-facing HTTP API (acexy compatible) and the operator endpoints.
 
 - C{GET|HEAD /ace/getstream?id=|content_id=|infohash=} -> C{200 video/mp2t}
-- C{GET /ace/status}, C{GET /status}, C{GET /metrics}, C{GET /healthz}
+- C{GET|HEAD /ace/status}, C{/status}, C{/metrics}, C{/healthz}; other methods get 405
 
 Errors before a player's first byte are an HTTP status with a JSON body;
 after the first byte the connection is aborted, never written into.
+
+C{--token} guards every route but C{/healthz}; the operator token
+(C{--admin-token}, else C{--token}) guards C{/status} and C{/metrics}. Engine
+session URLs carry the session's token (whoever has C{command_url} can stop
+the session): they are shown in full only to a request that carries the
+operator token, and redacted otherwise (see L{acetwist.redact}).
 """
 
 from __future__ import annotations
@@ -14,18 +20,22 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
+from werkzeug.exceptions import NotFound
 
 from acetwist import __version__
 from acetwist.config import Settings
+from acetwist.http import ConnectionStats, ProxySite, make_site
 from acetwist.metrics import render_metrics
+from acetwist.redact import redact_credentials, redact_session_url
 from acetwist.registry import Registry
 from acetwist.upstream import EngineError, Selector
 
@@ -96,6 +106,54 @@ def error_body(request: IRequest, status: int, message: str, retry_after: Option
     return json_body(request, status, payload, retry_after)
 
 
+#: methods every route but the stream route answers (the stream route checks its own)
+READ_METHODS = (b"GET", b"HEAD")
+
+#: the session URLs in a channel's status (each carries the session's token)
+SESSION_URLS = ("playback_url", "stat_url", "command_url")
+
+
+class RequestGuard(Resource):
+    """
+    In front of the Klein resource: what no route should see. A request
+    with a body is refused (413; the HTTP channel refuses it earlier when the
+    proxy's own site serves it); a URL or Host that is not UTF-8 is a 400
+    (Klein would log a traceback); empty path segments are dropped, so
+    C{/ace//getstream?id=...} is served like C{/ace/getstream?id=...} (Werkzeug
+    would redirect to the path without its query).
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource, on_error: Callable[[IRequest, int, str], bytes]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.on_error = on_error
+
+    def render(self, request: IRequest) -> Any:
+        length = request.getHeader(b"content-length")
+        chunked = b"chunked" in (request.getHeader(b"transfer-encoding") or b"").lower()
+        if chunked or (length is not None and length.strip() not in (b"", b"0")):
+            return self._refuse(request, 413, "this proxy takes no request body")
+        try:
+            b"/".join(request.postpath).decode("utf-8")
+            b"/".join(request.prepath).decode("utf-8")
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            return self._refuse(request, 400, "the URL or Host header is not valid UTF-8")
+        if len(request.postpath) > 1 and b"" in request.postpath[:-1]:
+            request.postpath = [s for s in request.postpath[:-1] if s] + request.postpath[-1:]
+        return self.inner.render(request)
+
+    def _refuse(self, request: IRequest, status: int, message: str) -> bytes:
+        body = self.on_error(request, status, message)
+        if request.method == b"HEAD":
+            # Twisted would drop the body with a warning that reprs the request (and fails on a non-ASCII URI).
+            request.setHeader(b"Content-Length", str(len(body)).encode())
+            return b""
+        return body
+
+
 class ProxyApp:
     """The Klein application; one per proxy service."""
 
@@ -111,21 +169,52 @@ class ProxyApp:
         self.started_at = clock.seconds()
         self.requests = 0
         self.errors: Dict[int, int] = {}
+        #: the HTTP server side's counters (filled by the L{ProxySite} of L{site})
+        self.connections = ConnectionStats()
 
-    def resource(self) -> Any:
-        return self.app.resource()
+    def resource(self) -> IResource:
+        return RequestGuard(self.app.resource(), self._error)
+
+    def site(self, reactor: Any) -> ProxySite:
+        """The site to listen with: this app behind the connection limits of the settings."""
+        return make_site(self.resource(), self.settings, self.connections, reactor)
 
     # ---------------------------------------------------------- helpers
 
+    @staticmethod
+    def _credential(request: IRequest) -> bytes:
+        """The token a request carries: C{Authorization: Bearer ...}, else C{?token=}."""
+        header = request.getHeader(b"authorization") or b""
+        if header.lower().startswith(b"bearer "):
+            return header[7:].strip()
+        return (request.args.get(b"token") or [b""])[0]
+
+    def _is_operator(self, request: IRequest) -> bool:
+        """The request carries the operator token (C{--admin-token}, else C{--token})."""
+        token = self.settings.operator_token
+        if not token:
+            return False
+        return hmac.compare_digest(self._credential(request), token.encode())
+
     def _authorised(self, request: IRequest) -> bool:
+        """The request may use the player routes: no C{--token}, or it carries it (or the operator token)."""
         token = self.settings.token
         if not token:
             return True
-        given = (request.args.get(b"token") or [b""])[0]
-        header = request.getHeader(b"authorization") or b""
-        if header.lower().startswith(b"bearer "):
-            given = header[7:].strip()
-        return hmac.compare_digest(given, token.encode())
+        return hmac.compare_digest(self._credential(request), token.encode()) or self._is_operator(request)
+
+    def _operator_refusal(self, request: IRequest) -> Optional[bytes]:
+        """A 401 unless the request may read an operator route (C{/status}, C{/metrics})."""
+        if self.settings.operator_token and not self._is_operator(request):
+            return self._error(request, 401, "a valid operator token is required")
+        return None
+
+    def _method_refusal(self, request: IRequest) -> Optional[bytes]:
+        """A 405 for a method other than GET and HEAD."""
+        if request.method in READ_METHODS:
+            return None
+        request.setHeader(b"Allow", b"GET, HEAD")
+        return self._error(request, 405, "only GET and HEAD are allowed")
 
     def _error(self, request: IRequest, status: int, message: str, retry_after: Optional[int] = None) -> bytes:
         self.errors[status] = self.errors.get(status, 0) + 1
@@ -174,6 +263,9 @@ class ProxyApp:
 
     @app.route("/ace/status", strict_slashes=False)
     def ace_status(self, request: IRequest) -> bytes:
+        refusal = self._method_refusal(request)
+        if refusal is not None:
+            return refusal
         if not self._authorised(request):
             return self._error(request, 401, "a valid token is required")
         if not (request.args.get(b"id") or request.args.get(b"content_id") or request.args.get(b"infohash")):
@@ -186,13 +278,14 @@ class ProxyApp:
         if channel is None:
             return self._error(request, 404, "stream not found")
         session = channel.session
+        stat_url = session.stat_url if session else None
         return json_body(
             request,
             200,
             {
                 "clients": len(channel.sinks),
                 "stream_id": {selector.kind: selector.value},
-                "stat_url": session.stat_url if session else None,
+                "stat_url": stat_url if self._is_operator(request) else redact_session_url(stat_url),
                 "state": channel.state,
             },
         )
@@ -202,11 +295,18 @@ class ProxyApp:
     @app.route("/status", strict_slashes=False)
     def status(self, request: IRequest) -> Any:
         """This worker's channels and players, and the cluster view (every worker's players, owners, epochs)."""
-        if not self._authorised(request):
-            return self._error(request, 401, "a valid token is required")
-        document = self.status_document()
+        refusal = self._method_refusal(request) or self._operator_refusal(request)
+        if refusal is not None:
+            return refusal
+        secrets = self._is_operator(request)
+        document = self.status_document(secrets=secrets)
 
         def with_cluster(view: Dict[str, Any]) -> bytes:
+            if not secrets:
+                for stream in view.get("streams", {}).values():
+                    metadata = stream.get("metadata") or {}
+                    if isinstance(metadata.get("engine"), str):
+                        metadata["engine"] = redact_credentials(metadata["engine"])
             document["cluster"] = view
             return json_body(request, 200, document)
 
@@ -216,13 +316,24 @@ class ProxyApp:
 
         return self.coordinator.cluster_view().addCallbacks(with_cluster, without_cluster)
 
-    def status_document(self) -> Dict[str, Any]:
+    def status_document(self, secrets: bool = False) -> Dict[str, Any]:
+        """
+        The C{/status} document. Unless C{secrets}, the engine session URLs
+        have their token replaced (C{.../ace/cmd/<infohash>/REDACTED}) and
+        C{"redacted": true} says so.
+        """
         channels = [channel.status() for channel in self.registry.channels()]
+        if not secrets:
+            for channel in channels:
+                for name in SESSION_URLS:
+                    channel[name] = redact_session_url(channel.get(name))
+                channel["engine"] = redact_credentials(channel["engine"])
         now = self.clock.seconds()
         return {
             "version": __version__,
+            "redacted": not secrets,
             "worker": self.coordinator.worker_id,
-            "engine": self.settings.engine,
+            "engine": self.settings.engine if secrets else redact_credentials(self.settings.engine),
             "uptime": round(now - self.started_at, 3),
             "channels": channels,
             "totals": {
@@ -236,16 +347,25 @@ class ProxyApp:
                 "engine_stop_calls": self.engine.stop_calls,
             },
             "coordinator": dict(getattr(self.coordinator, "stats", dict)(), backend=getattr(self.coordinator, "backend", "")),
+            "http": self.connections.status(),
         }
 
     @app.route("/healthz", strict_slashes=False)
     def healthz(self, request: IRequest) -> bytes:
+        refusal = self._method_refusal(request)
+        if refusal is not None:
+            return refusal
         return json_body(request, 200, {"status": "ok", "channels": len(self.registry.channels())})
 
     @app.route("/metrics", strict_slashes=False)
     def metrics(self, request: IRequest) -> bytes:
-        if not self._authorised(request):
-            return self._error(request, 401, "a valid token is required")
+        refusal = self._method_refusal(request) or self._operator_refusal(request)
+        if refusal is not None:
+            return refusal
         body, content_type = render_metrics(self)
         request.setHeader(b"Content-Type", content_type.encode())
         return body
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: IRequest, failure: Failure) -> bytes:
+        return self._error(request, 404, "no such route")

@@ -15,7 +15,6 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, readBody
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
-from twisted.web.server import Site
 
 from acetwist.config import Settings
 from acetwist.service import ProxyService
@@ -45,12 +44,17 @@ class RunningProxy:
 
 def start_proxy(reactor: IReactor, engine_url: str, coordinator: Optional[ICoordinator] = None,
                 **overrides: object) -> RunningProxy:
-    """Start a proxy for C{engine_url} listening on 127.0.0.1, port chosen by the kernel."""
+    """
+    Start a proxy for C{engine_url} listening on 127.0.0.1, port chosen by the
+    kernel, with the same site (connection limits, header deadline, redacted
+    access log) and backlog as C{twistd acestream-proxy}.
+    """
     settings = Settings.defaults(engine=engine_url, listen="tcp:0:interface=127.0.0.1", **overrides)
     service = ProxyService(settings, reactor, coordinator=coordinator)
     service.startService()
+    site = service.app.site(reactor)
     # Twisted types listenTCP's factory as ServerFactory[_ProtoWithFactory], which Site is not (invariance)
-    port = reactor.listenTCP(0, Site(service.app.resource()), interface="127.0.0.1")  # type: ignore[arg-type]
+    port = reactor.listenTCP(0, site, backlog=settings.backlog, interface="127.0.0.1")  # type: ignore[arg-type]
     address = port.getHost()
     assert isinstance(address, (IPv4Address, IPv6Address))
     return RunningProxy(service, port, f"http://127.0.0.1:{address.port}")
