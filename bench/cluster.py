@@ -54,7 +54,8 @@ async def run(clients: int, bitrate: int, seconds: float) -> Dict[str, Any]:
                 "--bitrate", str(bitrate), "--prebuffer", "0.5", "--burst", "1")
     workers = [
         spawn("acestream-proxy", "--listen", f"tcp:{port}:interface=127.0.0.1", "--engine",
-              f"http://127.0.0.1:{sim_port}", "--redis", redis.url, "--worker-id", f"w{i + 1}", "--grace", "2")
+              f"http://127.0.0.1:{sim_port}", "--redis", redis.url, "--worker-id", f"w{i + 1}", "--grace", "2",
+              "--max-connections-per-ip", "0")  # every player comes from 127.0.0.1
         for i, port in enumerate(ports)
     ]
     try:

@@ -106,7 +106,9 @@ async def run_one(clients: int, bitrate: int, seconds: float, joiners: int, prox
     sim = twistd("acestream-engine-sim", "--listen", f"tcp:{sim_port}:interface=127.0.0.1",
                  "--bitrate", str(bitrate), "--prebuffer", "0.5", "--burst", "1")
     proxy = twistd("acestream-proxy", "--listen", f"tcp:{proxy_port}:interface=127.0.0.1",
-                   "--engine", f"http://127.0.0.1:{sim_port}", "--grace", "2", *proxy_args)
+                   "--engine", f"http://127.0.0.1:{sim_port}", "--grace", "2",
+                   "--max-connections-per-ip", "0",  # every player comes from 127.0.0.1
+                   *proxy_args)
     try:
         await sleep(3.0)
         path = f"/ace/getstream?id={DEFAULT_CONTENTS[0].content_id}"
