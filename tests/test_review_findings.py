@@ -7,16 +7,18 @@ import gc
 import weakref
 from typing import Any, List
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from acetwist.channel import Channel, ClientInfo
 from acetwist.config import Settings
 from acetwist.errors import EngineError, ErrorKind
 from acetwist.interfaces import Lease
 from acetwist.redact import redact_uri
+from acetwist.testing import wait_for
 from acetwist.registry import Registry
 from acetwist.upstream import Selector
 from tests.fakes import FakeCoordinator, FakeEngine, FakeSink, gop
@@ -206,3 +208,34 @@ class MergeTests(Base):
         self.assertIsNone(hash_sink.error)
         self.assertIsNone(id_sink.error)
         self.assertTrue(by_hash.alive)
+
+
+class TLSListenerCapTests(TestCase):
+    @inlineCallbacks
+    def test_connection_over_the_cap_is_closed_on_a_tls_listener(self) -> Any:
+        """With --listen ssl:..., a connection over --max-connections is closed at once, with no traceback (Twisted's TLS wrapper cannot take buildProtocol's None)."""
+        from twisted.internet import reactor, ssl
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
+        from twisted.web.resource import Resource
+
+        from acetwist.http import ConnectionStats, Limits, ProxySite
+        from tests.test_http_loopback import RawClient
+
+        key = ssl.KeyPair.generate(size=2048)
+        pem = self.mktemp()
+        with open(pem, "wb") as f:
+            f.write(key.selfSignedCert(1, CN="localhost").dumpPEM())
+        site = ProxySite(Resource(), Limits(10.0, 1, 0), ConnectionStats(), reactor)  # type: ignore[arg-type]
+        port = yield serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}").listen(site)
+        self.addCleanup(port.stopListening)
+        clients = []
+        for _ in range(2):
+            client = RawClient()
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, timeout=5), client)
+            clients.append(client)
+            self.addCleanup(lambda c=client: c.closed if c.closed.called or c.transport.abortConnection() else c.closed)
+            yield deferLater(reactor, 0.2, lambda: None)
+        over = clients[1]
+        yield wait_for(reactor, lambda: over.closed.called, timeout=3.0).addErrback(lambda f: None)
+        self.assertTrue(over.closed.called, "the connection over the cap is still open")
+        self.assertEqual(self.flushLoggedErrors(AttributeError), [])
