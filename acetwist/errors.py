@@ -38,6 +38,8 @@ class ErrorKind(enum.Enum):
     CLUSTER = "cluster"
     #: The stream was lost and every recovery rung failed [502].
     LOST = "lost"
+    #: Something unexpected went wrong in the proxy itself (a bug) [502].
+    INTERNAL = "internal"
 
     @property
     def status(self) -> int:
@@ -65,6 +67,7 @@ _STATUS: Dict[ErrorKind, int] = {
     ErrorKind.STOPPED: 503,
     ErrorKind.CLUSTER: 503,
     ErrorKind.LOST: 502,
+    ErrorKind.INTERNAL: 502,
 }
 
 
@@ -97,6 +100,10 @@ class EngineError(Exception):
     def definitive(self) -> bool:
         """Re-reading the same playback URL cannot help: open a new session (or give up) at once."""
         return self.kind.definitive
+
+    def copy(self) -> "EngineError":
+        """A new error like this one (to raise again without growing this one's traceback)."""
+        return EngineError(self.status, self.message, self.retry_after, kind=self.kind)
 
     def __repr__(self) -> str:
         retry = f", retry_after={self.retry_after}" if self.retry_after is not None else ""

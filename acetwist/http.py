@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import attr
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, IConsumer, IDelayedCall
-from twisted.internet.protocol import connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
@@ -238,6 +238,18 @@ class ProxyHTTPChannel(HTTPChannel):
             getattr(transport, "abortConnection", transport.loseConnection)()
 
 
+class _Refused(Protocol):
+    """
+    A connection over a cap: dropped as soon as it is made, nothing read.
+    (Returning None from buildProtocol would do for plain TCP, but a TLS
+    listener wraps whatever it gets and breaks on None.)
+    """
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
 class ProxySite(Site):
     """
     A L{Site} that counts its connections, refuses those over L{Limits}, and
@@ -260,18 +272,18 @@ class ProxySite(Site):
     def acceptableProtocols(self) -> list[bytes]:
         return [b"http/1.1"]
 
-    def buildProtocol(self, addr: IAddress) -> Optional[ProxyHTTPChannel]:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress) -> Protocol:  # type: ignore[override]
         host = _host(addr)
         limits, stats = self.limits, self.stats
         if limits.max_connections and stats.open >= limits.max_connections:
             stats.refused_max_connections += 1
             self._warn_refused(host, "--max-connections")
-            return None
+            return _Refused()
         if host is not None and limits.max_connections_per_ip and \
                 self.per_host.get(host, 0) >= limits.max_connections_per_ip:
             stats.refused_per_ip += 1
             self._warn_refused(host, "--max-connections-per-ip")
-            return None
+            return _Refused()
         channel = super().buildProtocol(addr)
         assert isinstance(channel, ProxyHTTPChannel)
         channel._counted = True

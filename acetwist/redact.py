@@ -8,6 +8,7 @@ C{user:password@}.
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
@@ -25,15 +26,13 @@ def redact_uri(uri: bytes) -> bytes:
     path, sep, query = uri.partition(b"?")
     if not sep:
         return uri
-    fragment = b""
-    if b"#" in query:
-        query, _, rest = query.partition(b"#")
-        fragment = b"#" + rest
-    parts = []
-    for part in query.split(b"&"):
-        name, eq, _value = part.partition(b"=")
-        parts.append(name + b"=" + REDACTED.encode() if _secret_name(name) else part)
-    return path + b"?" + b"&".join(parts) + fragment
+    # Twisted parses the query without removing a fragment (C{?id=X#&token=S} authenticates
+    # with S), so a fragment is redacted like the rest of the query; C{;} separates too.
+    out = []
+    for piece in re.split(rb"([&;#])", query):
+        name, eq, _value = piece.partition(b"=")
+        out.append(name + b"=" + REDACTED.encode() if eq and _secret_name(name) else piece)
+    return path + b"?" + b"".join(out)
 
 
 def redact_session_url(url: Optional[str]) -> Optional[str]:

@@ -125,7 +125,9 @@ class Registry:
         for key in keys:
             del self._by_key[key]
         error = channel.error
-        if self.failed_content_ttl > 0 and error is not None and error.kind is ErrorKind.REFUSED and not channel.bytes_in:
+        # a refusal counts for the content only when no pass-through parameter of one player caused it
+        if (self.failed_content_ttl > 0 and error is not None and error.kind is ErrorKind.REFUSED
+                and not channel.bytes_in and not channel.selector.extra):
             now = self.clock.seconds()
             for key, (until, _) in list(self._refused.items()):
                 if until <= now:
@@ -140,7 +142,7 @@ class Registry:
             return
         until, error = remembered
         if self.clock.seconds() < until:
-            raise error
+            raise error.copy()
         del self._refused[key]
 
     def stop_all(self, reason: str = "shutting down") -> "Deferred[None]":

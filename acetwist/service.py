@@ -19,6 +19,7 @@ from acetwist.coord.settings import CoordSettings, heartbeat_timings
 from acetwist.interfaces import ICoordinator, ISink
 from acetwist.ring import TSRing
 from acetwist.sink import ClientSink
+from acetwist.redact import redact_credentials
 from acetwist.registry import Registry
 from acetwist.upstream import EngineClient, Selector
 from acetwist.web import ProxyApp
@@ -103,7 +104,8 @@ class ProxyService(Service):
         super().startService()
         self.coordinator.start()
         self.log.info(
-            "acetwist worker {worker} proxying engine {engine}", worker=self.worker_id, engine=self.settings.engine
+            "acetwist worker {worker} proxying engine {engine}", worker=self.worker_id,
+            engine=redact_credentials(self.settings.engine)
         )
 
     @inlineCallbacks

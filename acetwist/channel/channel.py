@@ -14,7 +14,7 @@ through L{Channel._teardown}.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Dict, List, Optional, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -24,29 +24,16 @@ from twisted.logger import Logger
 from acetwist.channel.engine_source import EngineCore, EngineSource
 from acetwist.channel.grace import GraceCore, GraceMachine
 from acetwist.channel.lease import LeaseCore, LeaseMachine
-from acetwist.channel.lifecycle import Following, Lifecycle, LifecycleMachine, Owning
+from acetwist.channel.lifecycle import Following, Lifecycle, LifecycleCore, LifecycleMachine, Owning
 from acetwist.channel.mirror_source import MirrorCore, MirrorSource, OwnerWatch, WatchCore
 from acetwist.channel.roster import ClientInfo, Roster
+from acetwist.channel.weak import weakly
 from acetwist.config import Settings
 from acetwist.engine_api import IEngine
 from acetwist.errors import EngineError
 from acetwist.interfaces import Block, ICoordinator, ISink, Lease
 from acetwist.ring import TSRing
 from acetwist.upstream import EngineSession, Selector, stream_key
-
-T = TypeVar("T")
-
-
-def weakly(method: Callable[..., T], dead: Any = None) -> Callable[..., T]:
-    """C{method}, called through a weak reference to its object (C{dead} is returned once the object is gone)."""
-    ref = weakref.WeakMethod(method)
-
-    def call(*args: Any, **kwargs: Any) -> T:
-        bound = ref()
-        return bound(*args, **kwargs) if bound is not None else dead
-
-    return call
-
 
 #: asks the registry whether C{session}'s infohash is another live channel's
 #: stream; if so the registry hands this channel's players to it and returns True
@@ -108,7 +95,7 @@ class Channel:
         # the machine reaches its channel through a weak proxy, and every part
         # calls back through weakly(): an ended channel is freed by reference
         # counting alone, its ring's blocks with it
-        self._lifecycle = LifecycleMachine(weakref.proxy(self))
+        self._lifecycle = LifecycleMachine(LifecycleCore(self.key, coordinator, weakref.proxy(self)))
 
     # ------------------------------------------------------------ view
 
@@ -226,12 +213,12 @@ class Channel:
     def _own(self, lifecycle: Lifecycle, lease: Lease) -> Owning:
         self.log.info("{key}: owner with epoch {epoch}", key=self.key, epoch=lease.epoch)
         lease_core = LeaseCore(self.key, lease, self.coordinator, self.clock, max(self.settings.lease / 3, 0.05),
-                               lifecycle._demoted)
+                               weakly(lifecycle._demoted))
         had_data = self.bytes_in > 0
         source = EngineSource(
             EngineCore(self.engine, self.selector, self.settings, self.clock, on_data=weakly(self._on_data),
                        on_session=weakly(self._session_granted, False), on_recovering=weakly(self._recovering),
-                       on_failed=lifecycle.fail,
+                       on_failed=weakly(lifecycle.fail),
                        had_data=had_data, key=self.key)
         )
         self._engine_sources.append(source)
@@ -245,7 +232,7 @@ class Channel:
         watch = OwnerWatch(
             WatchCore(self.key, self.coordinator, self.clock, interval=min(max(self.settings.lease / 2, 0.05), 1.0),
                       patience=self.settings.lease / 3 + self.coordinator.reclaim_margin,
-                      wanted=weakly(self._has_players, False), on_takeover=lifecycle._took_over)
+                      wanted=weakly(self._has_players, False), on_takeover=weakly(lifecycle._took_over))
         )
         self._role = following = Following(source, watch, self._heartbeat_loop())
         source.start()

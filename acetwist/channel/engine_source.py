@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from acetwist.channel.ladder import Ladder, Rung, Step
+from acetwist.channel.weak import weakly
 from acetwist.config import Settings
 from acetwist.engine_api import IEngine, IPlaybackReader
 from acetwist.errors import EngineError, ErrorKind
@@ -96,6 +97,10 @@ class EngineCore:
     sessions_opened: int = 0
     last_end_reason: Optional[str] = None
     first_byte_deadline: Optional[float] = None
+    #: a session another channel handed us while our own call was in flight:
+    #: which of the two the engine made last is unknown, so ours is read and
+    #: this one is kept in case the engine says ours is gone
+    fallback: Optional[EngineSession] = None
     stopped_pids: Set[str] = field(default_factory=set)
     stop_calls: List["Deferred[bool]"] = field(default_factory=list)
     log: Logger = field(default_factory=Logger)
@@ -121,9 +126,7 @@ class EngineCore:
 
 @dataclass
 class _Open:
-    """A JSON call in flight, and a session another channel handed us meanwhile."""
-
-    adopted: Optional[EngineSession] = None
+    """A JSON call in flight (its reply comes to the machine)."""
 
 
 class _Attempt:
@@ -134,18 +137,19 @@ class _Attempt:
     """
 
     def __init__(self, machine: "_Inputs") -> None:
-        self.machine = machine
+        self._data = weakly(machine._data)  # the machine holds this read as its state's data
+        self._ended = weakly(machine._ended)
         self.current = True
         self.reader: Optional[IPlaybackReader] = None
 
     def data(self, data: bytes) -> None:
         if self.current:
-            self.machine._data(data)
+            self._data(data)
 
     def ended(self, end: PlaybackEnd) -> None:
         if self.current:
             self.current = False
-            self.machine._ended(end)
+            self._ended(end)
 
     def abandon(self) -> None:
         self.current = False
@@ -167,7 +171,11 @@ class _Wait:
 def _as_error(failure: Failure) -> EngineError:
     if isinstance(failure.value, EngineError):
         return failure.value
-    return EngineError(502, failure.getErrorMessage())
+    _log.failure("unexpected failure of an engine call", failure)
+    return EngineError(502, f"internal error: {failure.getErrorMessage()}", kind=ErrorKind.INTERNAL)
+
+
+_log = Logger()
 
 
 def _build() -> Callable[[EngineCore], _Inputs]:
@@ -191,7 +199,7 @@ def _build() -> Callable[[EngineCore], _Inputs]:
         return attempt
 
     def schedule(m: _Inputs, s: EngineCore, step: Step, timeout: float) -> _Wait:
-        return _Wait(s.clock.callLater(step.delay, m._due), step, timeout)
+        return _Wait(s.clock.callLater(step.delay, weakly(m._due)), step, timeout)
 
     idle = machine.state("Idle")
     opening = machine.state("Opening", call_engine)
@@ -231,9 +239,10 @@ def _build() -> Callable[[EngineCore], _Inputs]:
 
     @opening.upon(_Inputs._open_failed).to(deciding)
     def open_failed(m: _Inputs, s: EngineCore, o: _Open, error: EngineError) -> None:
-        if o.adopted is not None:
+        if s.fallback is not None:
             # our own call failed, but another channel handed us a live session: use it
-            accept(m, s, o.adopted)
+            session, s.fallback = s.fallback, None
+            accept(m, s, session)
         elif not s.had_data:
             m._give_up(error)
         else:
@@ -242,7 +251,7 @@ def _build() -> Callable[[EngineCore], _Inputs]:
 
     @opening.upon(_Inputs.adopt).loop()
     def adopt_while_opening(m: _Inputs, s: EngineCore, o: _Open, session: EngineSession) -> None:
-        o.adopted = session  # our call's session will supersede it, unless the call fails
+        s.fallback = session  # our call's session may supersede it, or be superseded by it
 
     @opening.upon(_Inputs.stop).to(stopped)
     def stop_opening(m: _Inputs, s: EngineCore, o: _Open, stop_session: bool) -> None:
@@ -269,6 +278,7 @@ def _build() -> Callable[[EngineCore], _Inputs]:
     @reading.upon(_Inputs._data).loop()
     def data(m: _Inputs, s: EngineCore, a: _Attempt, data: bytes) -> None:
         s.had_data = True
+        s.fallback = None  # ours is the live one
         s.on_data(data)
 
     @reading.upon(_Inputs.block_cut).loop()
@@ -282,7 +292,11 @@ def _build() -> Callable[[EngineCore], _Inputs]:
     def ended(m: _Inputs, s: EngineCore, a: _Attempt, end: PlaybackEnd) -> None:
         s.last_end_reason = end.reason
         s.log.info("{key} upstream ended: {reason} ({n} bytes)", key=s.key, reason=end.reason, n=end.bytes_read)
-        if not s.had_data:
+        if s.fallback is not None and end.error is not None and end.error.definitive:
+            # the engine made the handed-over session after ours: read that one
+            session, s.fallback = s.fallback, None
+            switch_to(m, s, session)
+        elif not s.had_data:
             before_first_data(m, s, end)
         elif end.bytes_read:
             s.begin_incident()

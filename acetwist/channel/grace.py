@@ -19,6 +19,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from acetwist.channel.weak import weakly
+
 
 class IGrace(Protocol):
     def occupied(self) -> None:
@@ -77,13 +79,13 @@ def _build() -> Callable[[GraceCore], IGrace]:
     machine = TypeMachineBuilder(IGrace, GraceCore)
 
     def linger(g: IGrace, s: GraceCore) -> _Linger:
-        return _Linger(s.clock.callLater(s.grace, g._due))
+        return _Linger(s.clock.callLater(s.grace, weakly(g._due)))
 
     def linger_after_failed_count(g: IGrace, s: GraceCore, why: str) -> _Linger:
-        return _Linger(s.clock.callLater(s.retry, g._due))
+        return _Linger(s.clock.callLater(s.retry, weakly(g._due)))
 
     def linger_again(g: IGrace, s: GraceCore, players: int) -> _Linger:
-        return _Linger(s.clock.callLater(s.grace, g._due))
+        return _Linger(s.clock.callLater(s.grace, weakly(g._due)))
 
     occupied = machine.state("Occupied")
     lingering = machine.state("Lingering", linger)
@@ -122,6 +124,10 @@ def _build() -> Callable[[GraceCore], IGrace]:
             )
 
         waiting.upon(IGrace.vacated).loop().returns(None)
+        # the answer to a count asked before a player came and went again: the new wait asks anew
+        waiting.upon(IGrace._watched).loop().returns(None)
+        waiting.upon(IGrace._nobody).loop().returns(None)
+        waiting.upon(IGrace._uncounted).loop().returns(None)
 
     @counting.upon(IGrace._watched).to(relingering)
     def still_watched(g: IGrace, s: GraceCore, players: int) -> None:

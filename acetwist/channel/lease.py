@@ -20,6 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from acetwist.channel.weak import weakly
 from acetwist.interfaces import ICoordinator, Lease
 
 
@@ -91,7 +92,7 @@ def _build() -> Callable[[LeaseCore], ILeaseHolder]:
     machine = TypeMachineBuilder(ILeaseHolder, LeaseCore)
 
     def renew_loop(h: ILeaseHolder, s: LeaseCore) -> _Renewing:
-        loop = LoopingCall(h._tick)
+        loop = LoopingCall(weakly(h._tick))
         loop.clock = s.clock
         loop.start(s.interval, now=False)
         return _Renewing(loop)

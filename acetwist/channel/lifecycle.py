@@ -38,11 +38,8 @@ class Following:
     heartbeat: LoopingCall
 
 
-class LifecycleCore(Protocol):
+class ChannelParts(Protocol):
     """What the lifecycle needs of its channel."""
-
-    key: str
-    coordinator: ICoordinator
 
     def _own(self, lifecycle: "Lifecycle", lease: Lease) -> "Owning":
         """Build and start what owning needs: lease holder, engine source, heartbeat."""
@@ -58,6 +55,19 @@ class LifecycleCore(Protocol):
 
     def _teardown(self, error: Optional[EngineError], reason: str = "") -> None:
         """The one way out."""
+
+
+@dataclass
+class LifecycleCore:
+    """
+    The lifecycle's core: the stream key and the coordinator, held strongly
+    (a lease granted after the channel is gone is still given back), and the
+    channel, held through a weak proxy (the channel holds the machine).
+    """
+
+    key: str
+    coordinator: ICoordinator
+    channel: ChannelParts
 
 
 class Lifecycle(Protocol):
@@ -85,14 +95,13 @@ class Lifecycle(Protocol):
 
 
 def _build() -> Callable[[LifecycleCore], Lifecycle]:
-    # the core is described by a Protocol (the channel implements it); Automat only uses the type for checking
-    machine = TypeMachineBuilder(Lifecycle, LifecycleCore)  # type: ignore[type-abstract]
+    machine = TypeMachineBuilder(Lifecycle, LifecycleCore)
 
     def own(m: Lifecycle, c: LifecycleCore, lease: Lease) -> Owning:
-        return c._own(m, lease)
+        return c.channel._own(m, lease)
 
     def follow(m: Lifecycle, c: LifecycleCore) -> Following:
-        return c._follow(m)
+        return c.channel._follow(m)
 
     idle = machine.state("Idle")
     claiming = machine.state("Claiming")
@@ -117,12 +126,12 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
     @claiming.upon(Lifecycle._claim_failed).to(failed)
     @claiming.upon(Lifecycle.fail).to(failed)
     def claim_failed(m: Lifecycle, c: LifecycleCore, error: EngineError) -> None:
-        c._teardown(error)
+        c.channel._teardown(error)
 
     @idle.upon(Lifecycle.stop).to(stopped)
     @claiming.upon(Lifecycle.stop).to(stopped)
     def stop_unclaimed(m: Lifecycle, c: LifecycleCore, reason: str) -> None:
-        c._teardown(None, reason)
+        c.channel._teardown(None, reason)
 
     idle.upon(Lifecycle.handed_over).to(stopped).returns(None)
 
@@ -138,18 +147,18 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
 
     @owning.upon(Lifecycle.stop).to(stopped)
     def stop_owning(m: Lifecycle, c: LifecycleCore, o: Owning, reason: str) -> None:
-        c._release(o)
-        c._teardown(None, reason)
+        c.channel._release(o)
+        c.channel._teardown(None, reason)
 
     @owning.upon(Lifecycle.fail).to(failed)
     def fail_owning(m: Lifecycle, c: LifecycleCore, o: Owning, error: EngineError) -> None:
-        c._release(o)
-        c._teardown(error)
+        c.channel._release(o)
+        c.channel._teardown(error)
 
     @owning.upon(Lifecycle.handed_over).to(stopped)
     def handed_over(m: Lifecycle, c: LifecycleCore, o: Owning) -> None:
-        c._release(o)
-        c._teardown(None, "handed over")
+        c.channel._release(o)
+        c.channel._teardown(None, "handed over")
 
     # ---------------------------------------------------------------- following
     following.upon(Lifecycle.start).loop().returns(None)
@@ -161,13 +170,13 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
 
     @following.upon(Lifecycle.stop).to(stopped)
     def stop_following(m: Lifecycle, c: LifecycleCore, f: Following, reason: str) -> None:
-        c._unfollow(f)
-        c._teardown(None, reason)
+        c.channel._unfollow(f)
+        c.channel._teardown(None, reason)
 
     @following.upon(Lifecycle.fail).to(failed)
     def fail_following(m: Lifecycle, c: LifecycleCore, f: Following, error: EngineError) -> None:
-        c._unfollow(f)
-        c._teardown(error)
+        c.channel._unfollow(f)
+        c.channel._teardown(error)
 
     # ---------------------------------------------------------------- ended
     for end in (stopped, failed):

@@ -15,6 +15,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from acetwist.channel.weak import weakly
 from acetwist.interfaces import Block, ICoordinator, IFollower, IStreamSource, Lease
 from acetwist.ring import TSRing
 
@@ -55,7 +56,7 @@ def _build_mirror() -> Callable[[MirrorCore], _MirrorInputs]:
         s.ring.flush()
         s.ring.discontinuity()
         s.log.info("{key}: following the owner's mirror", key=s.key)
-        return _Following(s.coordinator.follow(s.key, m._block))
+        return _Following(s.coordinator.follow(s.key, weakly(m._block)))
 
     idle = machine.state("Idle")
     following = machine.state("Following", subscribe)
@@ -70,6 +71,7 @@ def _build_mirror() -> Callable[[MirrorCore], _MirrorInputs]:
         if f.seq is not None and (epoch != s.epoch or block.segment != f.segment or block.seq != f.seq + 1):
             s.ring.discontinuity()
         s.epoch, f.segment, f.seq = epoch, block.segment, block.seq
+        s.phase = "live"
         s.on_bytes(len(block.data))
         s.ring.append_block(block.data, block.keyframe, block.psi)
 
@@ -110,7 +112,7 @@ class MirrorSource:
         self._machine.stop()
 
     def block_cut(self) -> None:
-        self.core.phase = "live"
+        """The ring cut a block (the mirror's own blocks already made the source live)."""
 
 
 class _WatchInputs(Protocol):
@@ -166,7 +168,7 @@ def _build_watch() -> Callable[[WatchCore], _WatchInputs]:
     machine = TypeMachineBuilder(_WatchInputs, WatchCore)
 
     def ask_periodically(w: _WatchInputs, s: WatchCore) -> _Watching:
-        loop = LoopingCall(w._tick)
+        loop = LoopingCall(weakly(w._tick))
         loop.clock = s.clock
         loop.start(s.interval, now=False)
         return _Watching(loop)

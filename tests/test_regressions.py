@@ -1,6 +1,7 @@
 """
-Review findings for issues 8 and 9: each test states the behaviour the code
-should have; the ones that fail on this branch are the findings.
+Regressions found by review of the channel redesign and the hardening:
+late claims and counts, garbage cycles, the negative cache, a merge race,
+redaction of a fragment, the connection cap on a TLS listener.
 """
 
 import gc
