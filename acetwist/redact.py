@@ -31,7 +31,7 @@ def redact_uri(uri: bytes) -> bytes:
     out = []
     for piece in re.split(rb"([&;#])", query):
         name, eq, _value = piece.partition(b"=")
-        out.append(name + b"=" + REDACTED.encode() if eq and _secret_name(name) else piece)
+        out.append(name + b"=" + REDACTED.encode() if piece not in (b"&", b";", b"#") and _secret_name(name) else piece)
     return path + b"?" + b"".join(out)
 
 

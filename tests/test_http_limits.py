@@ -64,12 +64,16 @@ class SiteTestCase(SynchronousTestCase):
         self.site = ProxySite(self.resource, self.limits, self.stats, self.clock)  # type: ignore[arg-type]
 
     def connect(self, address: Any = None) -> "tuple[Optional[ProxyHTTPChannel], HalfClosingTransport]":
+        """A connection from C{address}: its HTTP channel, or None when it was refused (and aborted at once)."""
         address = address or peer()
-        channel = self.site.buildProtocol(address)
+        protocol = self.site.buildProtocol(address)
         transport = HalfClosingTransport(peerAddress=address)
-        if channel is not None:
-            channel.makeConnection(transport)
-        return channel, transport
+        protocol.makeConnection(transport)
+        if not isinstance(protocol, ProxyHTTPChannel):
+            self.assertTrue(transport.aborted)
+            self.assertEqual(transport.value(), b"")
+            return None, transport
+        return protocol, transport
 
     def lose(self, channel: ProxyHTTPChannel) -> None:
         channel.connectionLost(Failure(ConnectionError("gone")))

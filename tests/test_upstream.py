@@ -239,7 +239,7 @@ class EngineErrorTests(SynchronousTestCase):
         """Each kind maps to the status its comment documents: 502, 503 or 504."""
         self.assertEqual({kind.name: kind.status for kind in ErrorKind},
                          {"REFUSED": 502, "UNREACHABLE": 503, "TIMEOUT": 504, "IDLE": 504, "EMPTY": 502,
-                          "GONE": 502, "LIMIT": 503, "STOPPED": 503, "CLUSTER": 503, "LOST": 502})
+                          "GONE": 502, "LIMIT": 503, "STOPPED": 503, "CLUSTER": 503, "LOST": 502, "INTERNAL": 502})
 
     def test_repr_shows_the_kind(self) -> None:
         """The repr names the status, the message and the kind."""
