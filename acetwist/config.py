@@ -203,6 +203,8 @@ OPTIONS: List[OptionSpec] = [
     OptionSpec("backoff", "1", _positive(parse_duration), "Recovery: first backoff delay, doubled per attempt (max 8 s)."),
     OptionSpec("recovery-first-byte-timeout", "20", _positive(parse_duration),
                "Recovery: deadline for data on each recovery attempt."),
+    OptionSpec("failover-timeout", "60", _positive(parse_duration),
+               "Recovery with several engines: how long to look for another eligible engine before giving up."),
     OptionSpec("ring-seconds", "10", _positive(parse_duration), "Seconds of stream history kept per channel."),
     OptionSpec("ring-bytes", "64MiB", parse_size, "Upper bound of the history kept per channel."),
     OptionSpec("block-size", "64KiB", parse_size,
@@ -256,6 +258,7 @@ class Settings:
     session_attempts: int
     backoff: float
     recovery_first_byte_timeout: float
+    failover_timeout: float
     ring_seconds: float
     ring_bytes: int
     block_size: int

@@ -13,7 +13,8 @@ from acetwist.channel import Channel, ClientInfo, new_client_id
 from acetwist.errors import EngineError, ErrorKind
 from acetwist.interfaces import ISink
 from acetwist.ring import TSRing
-from acetwist.upstream import EngineSession, Selector
+from acetwist.channel.engine_source import Granted
+from acetwist.upstream import Selector
 
 #: makes a player's sink: (request, ring to read, who to tell when it closes)
 SinkFactory = Callable[[Request, TSRing, Callable[[ISink, str], None]], ISink]
@@ -102,11 +103,11 @@ class Registry:
         channel.start()
         return sink
 
-    def canonical(self, channel: Channel, key: str, session: EngineSession) -> bool:
+    def canonical(self, channel: Channel, key: str, granted: Granted) -> bool:
         """
-        C{channel}'s new C{session} says its stream is also known as C{key}.
+        C{channel}'s new session (C{granted}) says its stream is also known as C{key}.
         If another live channel serves C{key}, our JSON call has superseded
-        that channel's session: it adopts C{session}, C{channel}'s players
+        that channel's session: it adopts C{granted}, C{channel}'s players
         move to it, C{channel} ends, and True is returned. Otherwise
         C{channel} is registered under C{key} too.
         """
@@ -115,7 +116,7 @@ class Registry:
             self._by_key[key] = channel
             return False
         self._by_key[channel.key] = other
-        other.adopt_session(session)
+        other.adopt_session(granted)
         channel.hand_players_to(other)
         channel.handed_over()
         return True

@@ -8,6 +8,7 @@ from acetwist.config import Settings
 from acetwist.registry import Registry
 from acetwist.errors import ErrorKind
 from acetwist.upstream import EngineError, Selector
+from acetwist.testing import FakePool
 from tests.fakes import FakeCoordinator, FakeEngine, FakeSink, gop
 
 ID = "1" * 40
@@ -23,7 +24,7 @@ class ChannelTestCase(SynchronousTestCase):
         self.registry = Registry(self.make_channel, clock=self.clock)
 
     def make_channel(self, selector: Selector, registry: Registry) -> Channel:
-        return Channel(selector, engine=self.engine, settings=self.settings, clock=self.clock,  # type: ignore[arg-type]
+        return Channel(selector, pool=FakePool.of(self.engine), settings=self.settings, clock=self.clock,  # type: ignore[arg-type]
                        coordinator=self.coordinator, on_gone=registry.forget, on_canonical=registry.canonical)
 
     def join(self, kind: str = "id", value: str = ID) -> "tuple[Channel, FakeSink]":
@@ -385,7 +386,11 @@ class ReviewRegressionTests(ChannelTestCase):
         """When an adopted session replaces the one being read, the old reader is stopped and only the new one reads."""
         channel, sink = self.go_live()
         first = self.engine.readers[0]
-        channel.adopt_session(self.engine.session(7))
+        from acetwist.channel.engine_source import Granted
+        from acetwist.testing import FakeReservation
+
+        pool = FakePool.of(self.engine)
+        channel.adopt_session(Granted(self.engine.session(7), FakeReservation(pool, self.engine.base_url, channel.key)))
         self.assertTrue(first.stopped)
         self.assertEqual([r.url for r in self.engine.readers if not r.stopped], [self.engine.session(7).playback_url])
 

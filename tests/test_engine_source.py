@@ -5,10 +5,11 @@ from typing import List
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from acetwist.channel.engine_source import EngineCore, EngineSource
+from acetwist.channel.engine_source import EngineCore, EngineSource, Granted
 from acetwist.config import Settings
 from acetwist.errors import EngineError, ErrorKind
 from acetwist.upstream import EngineSession, PlaybackEnd, Selector
+from acetwist.testing import FakePool
 from tests.fakes import FakeEngine, gop
 
 ID = "1" * 40
@@ -19,6 +20,7 @@ class EngineSourceTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.engine = FakeEngine()
+        self.pool = FakePool.of(self.engine)
         self.settings = Settings.defaults(first_byte_timeout=30.0, idle_timeout=5.0, backoff=1.0, reconnect_attempts=3,
                                           session_attempts=2, recovery_first_byte_timeout=4.0)
         self.data: List[bytes] = []
@@ -28,18 +30,24 @@ class EngineSourceTests(SynchronousTestCase):
         self.source = self.make_source()
 
     def make_source(self, had_data: bool = False) -> EngineSource:
-        def on_session(session: EngineSession) -> bool:
-            if session.infohash == "cd" * 20:
-                self.handed_over.append(session)
+        def on_session(granted: Granted) -> bool:
+            if granted.session.infohash == "cd" * 20:
+                self.handed_over.append(granted.session)
                 return False
             return True
 
         def on_recovering() -> None:
             self.incidents += 1
 
-        return EngineSource(EngineCore(self.engine, Selector("id", ID), self.settings, self.clock,
+        return EngineSource(EngineCore(self.pool, Selector("id", ID), self.settings, self.clock,
                                        on_data=self.data.append, on_session=on_session, on_recovering=on_recovering,
                                        on_failed=self.failures.append, had_data=had_data, key="id:" + ID))
+
+    def granted(self, session: EngineSession) -> Granted:
+        """C{session} as another channel hands it over: with a reservation on our engine."""
+        reservation = self.successResultOf(self.pool.reserve("id:" + ID))
+        reservation.commit(session)
+        return Granted(session, reservation)
 
     def go_live(self) -> None:
         self.source.start()
@@ -144,7 +152,7 @@ class EngineSourceTests(SynchronousTestCase):
         """A session adopted while our JSON call is pending is read if that call fails."""
         self.source.start()
         adopted = self.engine.session(9)
-        self.source.adopt(adopted)
+        self.source.adopt(self.granted(adopted))
         self.engine.refuse(EngineError(503, "busy"))
         self.assertEqual(self.failures, [])
         self.assertEqual(self.engine.readers[-1].url, adopted.playback_url)
@@ -163,7 +171,7 @@ class EngineSourceTests(SynchronousTestCase):
         """An end reported by a reader that an adopted session replaced starts no recovery."""
         self.go_live()
         first = self.engine.readers[0]
-        self.source.adopt(self.engine.session(5))
+        self.source.adopt(self.granted(self.engine.session(5)))
         incidents = self.incidents
         first.on_end(PlaybackEnd("late", first.bytes_read))
         self.assertEqual(self.incidents, incidents)
@@ -180,3 +188,103 @@ class EngineSourceTests(SynchronousTestCase):
         self.assertEqual(self.engine.json_calls, 2)
         self.engine.answer()
         self.assertEqual(len(self.engine.readers), 1)
+
+
+class FailoverTests(SynchronousTestCase):
+    """Two engines: the ladder's last rung moves the channel to the other one."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.a, self.b = FakeEngine(), FakeEngine()
+        self.b.base_url = "http://engine-b.invalid:6878"
+        self.pool = FakePool(("a", self.a), ("b", self.b))
+        self.settings = Settings.defaults(first_byte_timeout=30.0, idle_timeout=5.0, backoff=1.0, reconnect_attempts=2,
+                                          session_attempts=1, recovery_first_byte_timeout=4.0, failover_timeout=20.0)
+        self.failures: List[EngineError] = []
+        self.source = EngineSource(EngineCore(self.pool, Selector("id", ID), self.settings, self.clock,
+                                              on_data=lambda data: None, on_session=lambda granted: True,
+                                              on_recovering=lambda: None, on_failed=self.failures.append,
+                                              key="id:" + ID))
+
+    def go_live_on_a(self) -> None:
+        self.source.start()
+        self.a.answer()
+        self.a.readers[-1].feed(gop(0))
+        self.source.block_cut()
+        self.assertEqual(self.source.engine_id, "a")
+
+    def test_an_engine_that_refuses_connections_is_left_at_once_for_another(self) -> None:
+        """A cut followed by a refused connection skips the remaining rungs and opens a session on the other engine."""
+        self.go_live_on_a()
+        self.a.readers[-1].end("cut")
+        self.clock.advance(1.0)
+        self.a.readers[-1].end("refused", EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        self.clock.advance(0)
+        self.assertEqual(self.pool.failures, ["a"])
+        self.assertEqual(self.b.json_calls, 1)
+        self.b.answer()
+        self.assertEqual(self.source.engine_id, "b")
+        self.assertEqual(self.b.readers[-1].first_byte_timeout, self.settings.first_byte_timeout)
+        self.assertEqual(self.a.stopped, ["pid-0"])  # the old session's stop was attempted
+        self.assertEqual(self.pool.events, [("started", "a", "id:" + ID), ("ended", "a", "id:" + ID),
+                                            ("started", "b", "id:" + ID)])
+
+    def test_the_same_engine_is_tried_first_then_another(self) -> None:
+        """Re-reads and a new session on the same engine come before the move to the other engine."""
+        self.go_live_on_a()
+        self.a.readers[-1].end("cut")
+        for delay in (1.0, 2.0):
+            self.clock.advance(delay)
+            self.a.readers[-1].end("empty", EngineError(502, "x", kind=ErrorKind.EMPTY))
+        self.clock.advance(4.0)
+        self.assertEqual((self.a.json_calls, self.b.json_calls), (2, 0))
+        self.a.refuse(EngineError(502, "engine: failed to load content"))
+        self.clock.advance(0)
+        self.assertEqual(self.b.json_calls, 1)
+
+    def test_with_no_engine_eligible_the_channel_keeps_looking_until_the_failover_timeout(self) -> None:
+        """While the other engine is down the source looks again with backoff, and gives up after --failover-timeout."""
+        self.go_live_on_a()
+        self.pool.down.add("b")
+        self.a.readers[-1].end("refused", EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        self.clock.advance(15.0)
+        self.assertEqual((self.failures, self.b.json_calls), ([], 0))
+        self.pool.down.discard("b")
+        self.clock.advance(8.0)
+        self.assertEqual(self.b.json_calls, 1)
+        self.b.answer()
+        self.assertEqual(self.source.engine_id, "b")
+
+    def test_giving_up_when_no_engine_comes_back(self) -> None:
+        """With every other engine down past the failover timeout, players get the lost-stream error."""
+        self.go_live_on_a()
+        self.pool.down.add("b")
+        self.a.readers[-1].end("refused", EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        for _ in range(10):
+            self.clock.advance(8.0)
+        self.assertEqual([e.kind for e in self.failures], [ErrorKind.LOST])
+
+    def test_an_unreachable_engine_before_any_data_is_replaced_at_once(self) -> None:
+        """A first session refused by a dead engine is asked of the other engine instead of failing the players."""
+        self.source.start()
+        self.a.refuse(EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        self.assertEqual(self.failures, [])
+        self.assertEqual(self.b.json_calls, 1)
+        self.b.answer()
+        self.assertEqual(self.source.engine_id, "b")
+
+    def test_one_engine_alone_gives_up_as_before(self) -> None:
+        """A pool of one engine has no failover rung: every rung failing gives up without waiting."""
+        self.pool = FakePool(("a", self.a))
+        self.source = EngineSource(EngineCore(self.pool, Selector("id", ID), self.settings, self.clock,
+                                              on_data=lambda data: None, on_session=lambda granted: True,
+                                              on_recovering=lambda: None, on_failed=self.failures.append,
+                                              key="id:" + ID))
+        self.go_live_on_a()
+        self.a.readers[-1].end("refused", EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        for delay in (1.0, 2.0):
+            self.clock.advance(delay)
+            self.a.readers[-1].end("refused", EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        self.clock.advance(4.0)
+        self.a.refuse(EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        self.assertEqual([e.kind for e in self.failures], [ErrorKind.LOST])

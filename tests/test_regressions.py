@@ -22,6 +22,7 @@ from acetwist.redact import redact_uri
 from acetwist.testing import wait_for
 from acetwist.registry import Registry
 from acetwist.upstream import Selector
+from acetwist.testing import FakePool
 from tests.fakes import FakeCoordinator, FakeEngine, FakeSink, gop
 
 ID = "1" * 40
@@ -71,7 +72,7 @@ class Base(SynchronousTestCase):
         self.registry = Registry(self.make_channel, clock=self.clock)
 
     def make_channel(self, selector: Selector, registry: Registry) -> Channel:
-        return Channel(selector, engine=self.engine, settings=self.settings, clock=self.clock,  # type: ignore[arg-type]
+        return Channel(selector, pool=FakePool.of(self.engine), settings=self.settings, clock=self.clock,  # type: ignore[arg-type]
                        coordinator=self.coordinator, on_gone=registry.forget, on_canonical=registry.canonical)
 
     def join(self) -> "tuple[Channel, FakeSink]":

@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from acetwist.channel.engine_source import EngineCore, EngineSource
+from acetwist.channel.engine_source import EngineCore, EngineSource, Granted
 from acetwist.channel.grace import GraceCore, GraceMachine
 from acetwist.channel.lease import LeaseCore, LeaseMachine
 from acetwist.channel.lifecycle import Following, Lifecycle, LifecycleCore, LifecycleMachine, Owning
@@ -29,7 +29,7 @@ from acetwist.channel.mirror_source import MirrorCore, MirrorSource, OwnerWatch,
 from acetwist.channel.roster import ClientInfo, Roster
 from acetwist.channel.weak import weakly
 from acetwist.config import Settings
-from acetwist.engine_api import IEngine
+from acetwist.engines.api import IEnginePool
 from acetwist.errors import EngineError
 from acetwist.interfaces import Block, ICoordinator, ISink, Lease
 from acetwist.ring import TSRing
@@ -37,7 +37,7 @@ from acetwist.upstream import EngineSession, Selector, stream_key
 
 #: asks the registry whether C{session}'s infohash is another live channel's
 #: stream; if so the registry hands this channel's players to it and returns True
-OnCanonical = Callable[["Channel", str, EngineSession], bool]
+OnCanonical = Callable[["Channel", str, Granted], bool]
 
 
 class Channel:
@@ -54,7 +54,7 @@ class Channel:
         self,
         selector: Selector,
         *,
-        engine: IEngine,
+        pool: IEnginePool,
         settings: Settings,
         clock: IReactorTime,
         coordinator: ICoordinator,
@@ -63,7 +63,7 @@ class Channel:
     ) -> None:
         self.selector = selector
         self.key = selector.key
-        self.engine = engine
+        self.pool = pool
         self.settings = settings
         self.clock = clock
         self.coordinator = coordinator
@@ -203,12 +203,13 @@ class Channel:
         """The registry gave our players and our session to another channel."""
         self._lifecycle.handed_over()
 
-    def adopt_session(self, session: EngineSession) -> None:
-        """Switch to C{session}, which replaced ours on the engine (another channel's JSON call made it)."""
+    def adopt_session(self, granted: Granted) -> None:
+        """Switch to C{granted}'s session, which replaced ours on the engine (another channel's JSON call made it)."""
         if isinstance(self._role, Owning) and self.alive:
-            self._role.source.adopt(session)
+            self._role.source.adopt(granted)
         else:
-            self.engine.stop(session)
+            granted.reservation.engine.stop(granted.session)
+            granted.reservation.release("stopped")
 
     def _own(self, lifecycle: Lifecycle, lease: Lease) -> Owning:
         self.log.info("{key}: owner with epoch {epoch}", key=self.key, epoch=lease.epoch)
@@ -216,7 +217,7 @@ class Channel:
                                weakly(lifecycle._demoted))
         had_data = self.bytes_in > 0
         source = EngineSource(
-            EngineCore(self.engine, self.selector, self.settings, self.clock, on_data=weakly(self._on_data),
+            EngineCore(self.pool, self.selector, self.settings, self.clock, on_data=weakly(self._on_data),
                        on_session=weakly(self._session_granted, False), on_recovering=weakly(self._recovering),
                        on_failed=weakly(lifecycle.fail),
                        had_data=had_data, key=self.key)
@@ -288,13 +289,20 @@ class Channel:
         for sink in self.roster:
             sink.wake()
 
-    def _session_granted(self, session: EngineSession) -> bool:
-        """Read C{session} unless the engine says it is a stream another channel serves (then hand over)."""
-        if session.infohash:
-            canonical = stream_key("infohash", session.infohash)
-            if canonical != self.key and self.on_canonical(self, canonical, session):
+    def _session_granted(self, granted: Granted) -> bool:
+        """Read C{granted}'s session unless the engine says it is a stream another channel serves (then hand over)."""
+        infohash = granted.session.infohash
+        if infohash:
+            canonical = stream_key("infohash", infohash)
+            if canonical != self.key and self.on_canonical(self, canonical, granted):
                 return False
         return True
+
+    @property
+    def engine_url(self) -> Optional[str]:
+        """The engine the channel's session runs on (None before one was chosen, or for a follower)."""
+        sources = self._engine_sources
+        return sources[-1].engine_url if sources else None
 
     def _heartbeat_loop(self) -> LoopingCall:
         loop = LoopingCall(weakly(self._heartbeat))
@@ -315,7 +323,7 @@ class Channel:
                 self.key,
                 {
                     "state": self.state,
-                    "engine": self.engine.base_url,
+                    "engine": self.engine_url or "",
                     "owner": lease.owner,
                     "epoch": lease.epoch,
                     "bitrate": self.bitrate(),
@@ -335,7 +343,7 @@ class Channel:
             "key": self.key,
             "parameters": dict(self.selector.extra),
             "state": self.state,
-            "engine": self.engine.base_url,
+            "engine": self.engine_url,
             "infohash": session.infohash if session else None,
             "playback_session_id": session.playback_session_id if session else None,
             "playback_url": session.playback_url if session else None,

@@ -7,16 +7,23 @@ the rung's timer), so leaving it cancels that; a reply that arrives after
 the source stopped finds the C{Stopped} state, where an engine session is
 stopped once and everything else is ignored.
 
+Every session is opened on an engine the pool reserved for it before the
+engine was called (L{IEnginePool.reserve}); the reservation is committed
+when the session is granted and released when it is stopped or lost.
+
 Before the stream's first byte a failure is final (the waiting players get
 its HTTP status), except an empty reply while the engine warms up, which is
-read again until the first-byte deadline. After data has flowed, a lost
-stream climbs the recovery L{Ladder}.
+read again until the first-byte deadline, and an unreachable engine when
+another one is eligible. After data has flowed, a lost stream climbs the
+recovery L{Ladder}, whose last rung moves the channel to another engine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Protocol, Set
+from typing import Callable, FrozenSet, List, Optional, Protocol, Set
+
+import attr
 
 from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -28,10 +35,23 @@ from zope.interface import implementer
 from acetwist.channel.ladder import Ladder, Rung, Step
 from acetwist.channel.weak import weakly
 from acetwist.config import Settings
-from acetwist.engine_api import IEngine, IPlaybackReader
+from acetwist.engine_api import IPlaybackReader
+from acetwist.engines.api import IEnginePool, IReservation
 from acetwist.errors import EngineError, ErrorKind
 from acetwist.interfaces import IStreamSource
 from acetwist.upstream import EngineSession, PlaybackEnd, Selector
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Granted:
+    """An engine session and the reservation that counts it on its engine."""
+
+    session: EngineSession
+    reservation: IReservation
+
+    @property
+    def engine_id(self) -> str:
+        return str(self.reservation.engine_id)
 
 
 class _Inputs(Protocol):
@@ -41,15 +61,15 @@ class _Inputs(Protocol):
     def stop(self, stop_session: bool) -> None:
         """Stop reading; stop the engine session too when C{stop_session}."""
 
-    def adopt(self, session: EngineSession) -> None:
-        """Another channel's JSON call replaced our session with C{session}: read it."""
+    def adopt(self, granted: Granted) -> None:
+        """Another channel's JSON call replaced our session with C{granted}: read it."""
 
     def block_cut(self) -> None:
         """The ring cut a block from our data."""
 
-    def _opened(self, session: EngineSession) -> None: ...
+    def _opened(self, granted: Granted) -> None: ...
 
-    def _open_failed(self, error: EngineError) -> None: ...
+    def _open_failed(self, error: EngineError, engine_id: Optional[str]) -> None: ...
 
     def _data(self, data: bytes) -> None: ...
 
@@ -57,7 +77,7 @@ class _Inputs(Protocol):
 
     def _read(self, timeout: float) -> None: ...
 
-    def _open(self) -> None: ...
+    def _open(self, only: Optional[str], exclude: FrozenSet[str]) -> None: ...
 
     def _climb(self, step: Step, timeout: float) -> None: ...
 
@@ -81,40 +101,52 @@ class EngineCore:
         takeover, from the mirror): failures climb the ladder instead of being final.
     """
 
-    engine: IEngine
+    pool: IEnginePool
     selector: Selector
     settings: Settings
     clock: IReactorTime
     on_data: Callable[[bytes], None]
-    on_session: Callable[[EngineSession], bool]
+    on_session: Callable[[Granted], bool]
     on_recovering: Callable[[], None]
     on_failed: Callable[[EngineError], None]
     had_data: bool = False
     key: str = ""
     phase: str = "starting"
-    session: Optional[EngineSession] = None
+    current: Optional[Granted] = None
     ladder: Optional[Ladder] = None
+    #: engines tried (and unreachable) for the first session
+    tried: FrozenSet[str] = frozenset()
+    #: when the channel began looking for another engine (the failover timeout runs from there)
+    failover_since: Optional[float] = None
     sessions_opened: int = 0
     last_end_reason: Optional[str] = None
     first_byte_deadline: Optional[float] = None
     #: a session another channel handed us while our own call was in flight:
     #: which of the two the engine made last is unknown, so ours is read and
     #: this one is kept in case the engine says ours is gone
-    fallback: Optional[EngineSession] = None
+    fallback: Optional[Granted] = None
     stopped_pids: Set[str] = field(default_factory=set)
     stop_calls: List["Deferred[bool]"] = field(default_factory=list)
     log: Logger = field(default_factory=Logger)
 
-    def stop_session(self, session: Optional[EngineSession]) -> None:
-        """Send C{stop} for C{session}, once per session."""
-        if session is None or session.pid in self.stopped_pids:
+    @property
+    def session(self) -> Optional[EngineSession]:
+        return self.current.session if self.current is not None else None
+
+    def stop_session(self, granted: Optional[Granted], reason: str = "stopped") -> None:
+        """Send C{stop} for C{granted}'s session and free its slot, once per session."""
+        if granted is None or granted.session.pid in self.stopped_pids:
             return
-        self.stopped_pids.add(session.pid)
-        self.stop_calls.append(self.engine.stop(session))
+        self.stopped_pids.add(granted.session.pid)
+        self.stop_calls.append(granted.reservation.engine.stop(granted.session))
+        granted.reservation.release(reason)
 
     def new_ladder(self) -> Ladder:
         s = self.settings
-        self.ladder = Ladder(s.reconnect_attempts, s.session_attempts, s.backoff)
+        engine_id = self.current.engine_id if self.current is not None else ""
+        self.ladder = Ladder(s.reconnect_attempts, s.session_attempts, s.backoff,
+                             failover=self.pool.can_fail_over(engine_id))
+        self.failover_since = None
         return self.ladder
 
     def begin_incident(self) -> None:
@@ -181,16 +213,27 @@ _log = Logger()
 def _build() -> Callable[[EngineCore], _Inputs]:
     machine = TypeMachineBuilder(_Inputs, EngineCore)
 
-    def call_engine(m: _Inputs, s: EngineCore) -> _Open:
-        d = s.engine.open_session(s.selector)
-        d.addCallbacks(m._opened, lambda f: m._open_failed(_as_error(f)))
+    def call_engine(m: _Inputs, s: EngineCore, only: Optional[str], exclude: FrozenSet[str]) -> _Open:
+        def reserved(reservation: IReservation) -> None:
+            def granted(session: EngineSession) -> None:
+                reservation.commit(session)
+                m._opened(Granted(session, reservation))
+
+            def refused(failure: Failure) -> None:
+                reservation.release("refused")
+                m._open_failed(_as_error(failure), str(reservation.engine_id))
+
+            reservation.engine.open_session(s.selector).addCallbacks(granted, refused)
+
+        s.pool.reserve(s.key, only=only, exclude=exclude).addCallbacks(
+            reserved, lambda f: m._open_failed(_as_error(f), None))
         return _Open()
 
     def start_reading(m: _Inputs, s: EngineCore, timeout: float) -> _Attempt:
-        assert s.session is not None
+        assert s.current is not None
         attempt = _Attempt(m)
-        attempt.reader = s.engine.read(
-            s.session.playback_url,
+        attempt.reader = s.current.reservation.engine.read(
+            s.current.session.playback_url,
             on_data=attempt.data,
             on_end=attempt.ended,
             first_byte_timeout=timeout,
@@ -209,24 +252,28 @@ def _build() -> Callable[[EngineCore], _Inputs]:
     stopped = machine.state("Stopped")
 
     # ---------------------------------------------------------------- idle
-    @idle.upon(_Inputs.start).to(opening)
+    @idle.upon(_Inputs.start).to(deciding)
     def start(m: _Inputs, s: EngineCore) -> None:
         if s.had_data:
             # a takeover: players are waiting, and there is no playback URL of ours to re-read
             s.begin_incident()
             assert s.ladder is not None
             s.ladder.skip_rereads()
+        m._open(None, frozenset())
 
     idle.upon(_Inputs.stop).to(stopped).returns(None)
 
     # ---------------------------------------------------------------- opening
-    def accept(m: _Inputs, s: EngineCore, session: EngineSession) -> None:
+    def accept(m: _Inputs, s: EngineCore, granted: Granted) -> None:
+        session = granted.session
         s.sessions_opened += 1
-        s.log.info("engine session {pid} for {key} (infohash {ih})", pid=session.pid, key=s.key, ih=session.infohash)
-        if not s.on_session(session):
+        s.log.info("engine session {pid} for {key} on {engine} (infohash {ih})", pid=session.pid, key=s.key,
+                   engine=granted.engine_id, ih=session.infohash)
+        if not s.on_session(granted):
             m._handed_over()
             return
-        s.session = session
+        s.current = granted
+        s.failover_since = None
         if not s.had_data:
             s.phase = "prebuffering"
             s.first_byte_deadline = s.clock.seconds() + s.settings.first_byte_timeout
@@ -234,29 +281,34 @@ def _build() -> Callable[[EngineCore], _Inputs]:
         m._read(s.settings.first_byte_timeout)
 
     @opening.upon(_Inputs._opened).to(deciding)
-    def opened(m: _Inputs, s: EngineCore, o: _Open, session: EngineSession) -> None:
-        accept(m, s, session)
+    def opened(m: _Inputs, s: EngineCore, o: _Open, granted: Granted) -> None:
+        accept(m, s, granted)
 
     @opening.upon(_Inputs._open_failed).to(deciding)
-    def open_failed(m: _Inputs, s: EngineCore, o: _Open, error: EngineError) -> None:
+    def open_failed(m: _Inputs, s: EngineCore, o: _Open, error: EngineError, engine_id: Optional[str]) -> None:
+        down = note_unreachable(s, error, engine_id)
         if s.fallback is not None:
             # our own call failed, but another channel handed us a live session: use it
-            session, s.fallback = s.fallback, None
-            accept(m, s, session)
+            granted, s.fallback = s.fallback, None
+            accept(m, s, granted)
         elif not s.had_data:
-            m._give_up(error)
+            tried = s.tried | {engine_id} if engine_id else s.tried
+            if down and engine_id and s.pool.eligible(exclude=tried):
+                s.tried = tried  # an unreachable engine before any data: try another one at once
+                m._open(None, tried)
+            else:
+                m._give_up(error)
         else:
             s.last_end_reason = error.message
-            climb(m, s, error)
+            climb(m, s, error, down)
 
     @opening.upon(_Inputs.adopt).loop()
-    def adopt_while_opening(m: _Inputs, s: EngineCore, o: _Open, session: EngineSession) -> None:
-        s.fallback = session  # our call's session may supersede it, or be superseded by it
+    def adopt_while_opening(m: _Inputs, s: EngineCore, o: _Open, granted: Granted) -> None:
+        s.fallback = granted  # our call's session may supersede it, or be superseded by it
 
     @opening.upon(_Inputs.stop).to(stopped)
     def stop_opening(m: _Inputs, s: EngineCore, o: _Open, stop_session: bool) -> None:
-        if stop_session:
-            s.stop_session(s.session)  # the reply still to come is stopped in Stopped
+        end_sessions(s, stop_session)  # the reply still to come is stopped in Stopped
 
     # ---------------------------------------------------------------- deciding (transient)
     deciding.upon(_Inputs._read).to(reading).returns(None)
@@ -266,13 +318,12 @@ def _build() -> Callable[[EngineCore], _Inputs]:
 
     @deciding.upon(_Inputs._give_up).to(stopped)
     def give_up(m: _Inputs, s: EngineCore, error: EngineError) -> None:
-        s.stop_session(s.session)
+        end_sessions(s, True, "lost")
         s.on_failed(error)
 
     @deciding.upon(_Inputs.stop).to(stopped)
     def stop_deciding(m: _Inputs, s: EngineCore, stop_session: bool) -> None:
-        if stop_session:
-            s.stop_session(s.session)
+        end_sessions(s, stop_session)
 
     # ---------------------------------------------------------------- reading
     @reading.upon(_Inputs._data).loop()
@@ -292,52 +343,62 @@ def _build() -> Callable[[EngineCore], _Inputs]:
     def ended(m: _Inputs, s: EngineCore, a: _Attempt, end: PlaybackEnd) -> None:
         s.last_end_reason = end.reason
         s.log.info("{key} upstream ended: {reason} ({n} bytes)", key=s.key, reason=end.reason, n=end.bytes_read)
+        down = note_unreachable(s, end.error, s.current.engine_id if s.current is not None else None)
         if s.fallback is not None and end.error is not None and end.error.definitive:
             # the engine made the handed-over session after ours: read that one
-            session, s.fallback = s.fallback, None
-            switch_to(m, s, session)
+            granted, s.fallback = s.fallback, None
+            if s.current is not None:
+                s.current.reservation.release("superseded")
+            switch_to(m, s, granted)
         elif not s.had_data:
             before_first_data(m, s, end)
         elif end.bytes_read:
             s.begin_incident()
-            climb(m, s, end.error)
+            climb(m, s, end.error, down)
         else:
-            climb(m, s, end.error)
+            climb(m, s, end.error, down)
 
     @reading.upon(_Inputs.adopt).to(deciding)
-    def adopt_while_reading(m: _Inputs, s: EngineCore, a: _Attempt, session: EngineSession) -> None:
+    def adopt_while_reading(m: _Inputs, s: EngineCore, a: _Attempt, granted: Granted) -> None:
         a.abandon()
-        switch_to(m, s, session)
+        supersede(s)
+        switch_to(m, s, granted)
 
     @reading.upon(_Inputs.stop).to(stopped)
     def stop_reading(m: _Inputs, s: EngineCore, a: _Attempt, stop_session: bool) -> None:
         a.abandon()
-        if stop_session:
-            s.stop_session(s.session)
+        end_sessions(s, stop_session)
 
     # ---------------------------------------------------------------- waiting for a rung
     @waiting.upon(_Inputs._due).to(deciding)
     def due(m: _Inputs, s: EngineCore, w: _Wait) -> None:
         if w.step.attempt:
             s.log.info("{key}: recovery attempt {n} ({rung})", key=s.key, n=w.step.attempt, rung=w.step.rung.value)
-        if w.step.rung is Rung.REREAD and s.session is not None:
+        current = s.current
+        if w.step.rung is Rung.REREAD and current is not None:
             m._read(w.timeout)
-        elif w.step.rung is not Rung.GIVE_UP:
-            s.stop_session(s.session)
-            m._open()
+        elif w.step.rung is Rung.FAILOVER and current is not None:
+            # the old engine's session is stopped if that engine can still be reached
+            s.stop_session(current, "failover")
+            m._open(None, frozenset({current.engine_id}))
+        elif w.step.rung is Rung.FAILOVER:
+            m._open(None, frozenset())
+        elif w.step.rung is Rung.SESSION:
+            s.stop_session(current, "new session")
+            m._open(current.engine_id if current is not None else None, frozenset())
         else:
             m._give_up(lost(s))
 
     @waiting.upon(_Inputs.adopt).to(deciding)
-    def adopt_while_waiting(m: _Inputs, s: EngineCore, w: _Wait, session: EngineSession) -> None:
+    def adopt_while_waiting(m: _Inputs, s: EngineCore, w: _Wait, granted: Granted) -> None:
         w.cancel()
-        switch_to(m, s, session)
+        supersede(s)
+        switch_to(m, s, granted)
 
     @waiting.upon(_Inputs.stop).to(stopped)
     def stop_waiting(m: _Inputs, s: EngineCore, w: _Wait, stop_session: bool) -> None:
         w.cancel()
-        if stop_session:
-            s.stop_session(s.session)
+        end_sessions(s, stop_session)
 
     # a block cut from data read before the wait (the ring's flush timer) changes nothing
     for state in (idle, opening, deciding, waiting, stopped):
@@ -346,8 +407,8 @@ def _build() -> Callable[[EngineCore], _Inputs]:
     # ---------------------------------------------------------------- stopped
     @stopped.upon(_Inputs._opened).loop()
     @stopped.upon(_Inputs.adopt).loop()
-    def too_late(m: _Inputs, s: EngineCore, session: EngineSession) -> None:
-        s.stop_session(session)  # nobody will read it
+    def too_late(m: _Inputs, s: EngineCore, granted: Granted) -> None:
+        s.stop_session(granted)  # nobody will read it
 
     for call in (_Inputs.start, _Inputs.stop, _Inputs._open_failed, _Inputs._read, _Inputs._open,
                  _Inputs._climb, _Inputs._give_up, _Inputs._handed_over, _Inputs._data, _Inputs._ended):
@@ -364,9 +425,16 @@ def _build() -> Callable[[EngineCore], _Inputs]:
         else:
             m._give_up(end.error or EngineError(502, end.reason))
 
-    def climb(m: _Inputs, s: EngineCore, error: Optional[EngineError]) -> None:
+    def climb(m: _Inputs, s: EngineCore, error: Optional[EngineError], engine_down: bool = False) -> None:
         ladder = s.ladder or s.new_ladder()
-        step = ladder.next(error)
+        step = ladder.next(error, engine_down)
+        if step.rung is Rung.FAILOVER:
+            now = s.clock.seconds()
+            if s.failover_since is None:
+                s.failover_since = now
+            elif now - s.failover_since >= s.settings.failover_timeout:
+                m._give_up(lost(s))
+                return
         if step.rung is Rung.GIVE_UP:
             m._give_up(lost(s))
             return
@@ -377,8 +445,28 @@ def _build() -> Callable[[EngineCore], _Inputs]:
     def lost(s: EngineCore) -> EngineError:
         return EngineError(502, f"engine stream lost and recovery failed ({s.last_end_reason})", kind=ErrorKind.LOST)
 
-    def switch_to(m: _Inputs, s: EngineCore, session: EngineSession) -> None:
-        s.session = session
+    def note_unreachable(s: EngineCore, error: Optional[EngineError], engine_id: Optional[str]) -> bool:
+        """Tell the pool about an engine that refused connections; True when the channel should move."""
+        if error is not None and error.kind is ErrorKind.UNREACHABLE and engine_id:
+            s.pool.connection_failed(engine_id)
+            return True
+        return False
+
+    def end_sessions(s: EngineCore, stop_session: bool, reason: str = "stopped") -> None:
+        """The source ends: stop our session (or, demoted, only free its slot), and a fallback's."""
+        if stop_session:
+            s.stop_session(s.current, reason)
+        elif s.current is not None:
+            s.current.reservation.release("superseded")  # another worker's session replaced it
+        s.stop_session(s.fallback, reason)
+
+    def supersede(s: EngineCore) -> None:
+        """Another channel's session replaced ours on the engine: ours no longer counts."""
+        if s.current is not None:
+            s.current.reservation.release("superseded")
+
+    def switch_to(m: _Inputs, s: EngineCore, granted: Granted) -> None:
+        s.current = granted
         s.sessions_opened += 1
         if s.had_data:
             s.begin_incident()
@@ -406,6 +494,16 @@ class EngineSource:
     def session(self) -> Optional[EngineSession]:
         return self.core.session
 
+    @property
+    def engine_id(self) -> Optional[str]:
+        """The engine the current session runs on."""
+        return self.core.current.engine_id if self.core.current is not None else None
+
+    @property
+    def engine_url(self) -> Optional[str]:
+        current = self.core.current
+        return str(current.reservation.engine.base_url) if current is not None else None
+
     def start(self) -> None:
         self._machine.start()
 
@@ -417,8 +515,8 @@ class EngineSource:
         """Another worker owns the stream now: stop reading, leave its session alone."""
         self._machine.stop(False)
 
-    def adopt(self, session: EngineSession) -> None:
-        self._machine.adopt(session)
+    def adopt(self, granted: Granted) -> None:
+        self._machine.adopt(granted)
 
     def block_cut(self) -> None:
         self._machine.block_cut()

@@ -79,6 +79,9 @@ class IEnginePool(Interface):
     def eligible(exclude: FrozenSet[str] = frozenset()) -> bool:
         """Some engine outside C{exclude} could take a stream now."""
 
+    def can_fail_over(engine_id: str) -> bool:
+        """The pool knows an engine other than C{engine_id} (eligible now or not): failing over is worth waiting for."""
+
     def status() -> List[Dict[str, Any]]:
         """Per engine: id, url, healthy, forwarded, draining, load, capacity, reservations, last error, last probe."""
 

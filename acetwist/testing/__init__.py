@@ -16,12 +16,13 @@ Everything that touches the network talks only to loopback.
 
 from acetwist.testing.cluster import FakeCoordinator, FakeFollower
 from acetwist.testing.engine import FakeEngine, FakeReader, engine_error
+from acetwist.testing.pool import FakePool, FakeReservation
 from acetwist.testing.processes import ExitStatus, ProcessWorker, free_port, repo_root, twistd_command
 from acetwist.testing.proxy import Player, RunningProxy, fetch, percentile, split_url, start_proxy, wait_for
 from acetwist.testing.sinks import FakeSink, gop
 
 __all__ = [
-    "ExitStatus", "FakeCoordinator", "FakeEngine", "FakeFollower", "FakeReader", "FakeSink", "Player",
+    "ExitStatus", "FakeCoordinator", "FakeEngine", "FakePool", "FakeReservation", "FakeFollower", "FakeReader", "FakeSink", "Player",
     "ProcessWorker", "RunningProxy", "engine_error", "fetch", "free_port", "gop", "percentile", "repo_root",
     "split_url", "start_proxy", "twistd_command", "wait_for",
 ]

@@ -1,0 +1,98 @@
+"""An engine pool of hand-driven engines, for channel tests on task.Clock."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
+
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from acetwist.engine_api import EngineSession, IEngine
+from acetwist.engines.api import IEnginePool, IReservation
+from acetwist.errors import EngineError, ErrorKind
+from acetwist.testing.engine import FakeEngine
+
+
+@implementer(IReservation)
+class FakeReservation:
+    def __init__(self, pool: "FakePool", engine_id: str, stream_key: str) -> None:
+        self.pool = pool
+        self.engine_id = engine_id
+        self.engine: IEngine = pool.engines[engine_id]
+        self.stream_key = stream_key
+        self.session: Optional[EngineSession] = None
+        self.released: Optional[str] = None
+
+    def commit(self, session: EngineSession) -> None:
+        self.session = session
+        self.pool.events.append(("started", self.engine_id, self.stream_key))
+
+    def release(self, reason: str) -> None:
+        if self.released is not None:
+            return
+        self.released = reason
+        if self.session is not None:
+            self.pool.events.append(("ended", self.engine_id, self.stream_key))
+
+
+@implementer(IEnginePool)
+class FakePool:
+    """
+    Engines by id, all eligible unless marked C{down} or full (C{capacity}
+    sessions each, 0 for no limit). Reservations go to the least loaded
+    eligible engine, in id order at equal load. C{events} records commits and
+    releases of committed reservations, as the orchestrator would hear them.
+    """
+
+    def __init__(self, *engines: Tuple[str, FakeEngine], capacity: int = 0) -> None:
+        self.engines: Dict[str, FakeEngine] = dict(engines) or {"engine-a": FakeEngine()}
+        self.capacity = capacity
+        self.down: set = set()
+        self.reservations: List[FakeReservation] = []
+        self.events: List[Tuple[str, str, str]] = []
+        self.failures: List[str] = []
+        self.pending: Optional[List["Deferred[IReservation]"]] = None
+
+    @classmethod
+    def of(cls, engine: FakeEngine) -> "FakePool":
+        """A pool of one engine, with the engine's base URL as its id (as for a static --engine)."""
+        return cls((engine.base_url, engine))
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> "Deferred[None]":
+        return succeed(None)
+
+    def load(self, engine_id: str) -> int:
+        return sum(1 for r in self.reservations if r.engine_id == engine_id and r.released is None)
+
+    def _candidates(self, only: Optional[str], exclude: FrozenSet[str]) -> List[str]:
+        ids = [i for i in sorted(self.engines) if i not in exclude and i not in self.down]
+        if only is not None:
+            ids = [i for i in ids if i == only]
+        if self.capacity:
+            ids = [i for i in ids if self.load(i) < self.capacity]
+        return sorted(ids, key=self.load)
+
+    def reserve(self, stream_key: str, only: Optional[str] = None,
+                exclude: FrozenSet[str] = frozenset()) -> "Deferred[IReservation]":
+        candidates = self._candidates(only, exclude)
+        if not candidates:
+            return fail(EngineError(503, "no engine can take the stream", retry_after=10, kind=ErrorKind.LIMIT))
+        reservation = FakeReservation(self, candidates[0], stream_key)
+        self.reservations.append(reservation)
+        return succeed(reservation)
+
+    def connection_failed(self, engine_id: str) -> None:
+        self.failures.append(engine_id)
+
+    def eligible(self, exclude: FrozenSet[str] = frozenset()) -> bool:
+        return bool(self._candidates(None, exclude))
+
+    def can_fail_over(self, engine_id: str) -> bool:
+        return any(i != engine_id for i in self.engines)
+
+    def status(self) -> List[Dict[str, Any]]:
+        return [{"id": i, "url": e.base_url, "healthy": i not in self.down, "load": self.load(i)}
+                for i, e in sorted(self.engines.items())]
