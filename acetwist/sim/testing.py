@@ -342,8 +342,10 @@ class MemoryClient:
         self.transport.protocol = self.protocol
         self.protocol.makeConnection(self.transport)
 
-    def request(self, method: str, path: str, body: bytes = b"") -> "MemoryClient":
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n\r\n"
+    def request(self, method: str, path: str, body: bytes = b"",
+                headers: Optional[Dict[str, str]] = None) -> "MemoryClient":
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
         self.protocol.dataReceived(head.encode("latin-1") + body)
         return self
 
