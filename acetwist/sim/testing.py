@@ -18,16 +18,28 @@ L{start_simulator} returns a Deferred (await it, or yield it under
 inlineCallbacks) that fires with a L{RunningSimulator} listening on
 127.0.0.1 on a free port. Its keyword arguments are the command-line options
 with dashes as underscores: C{bitrate}, C{prebuffer}, C{burst}, C{gop},
-C{idle_timeout}, C{stat_keeps_alive}, C{contents}, C{tick}, and C{faults} (a
-list of C{"name:k=v@content"} strings or C{{"name": ..., "content": ...,
-**params}} dicts). Values may be numbers or the same strings as the flags.
+C{idle_timeout}, C{stat_keeps_alive}, C{contents}, C{tick}, C{engines},
+C{engine_host}, C{orchestrator_key}, C{max_streams_per_engine}, and C{faults}
+(a list of C{"name:k=v@content"} strings or C{{"name": ..., "content": ...,
+**params}} dicts, set on every engine). Values may be numbers or the same
+strings as the flags. C{orchestrator=True} also starts the orchestrator
+look-alike (on C{orchestrator_port}, free by default).
 
-C{RunningSimulator.engine} is the L{acetwist.sim.engine.Engine}:
-C{engine.counters.snapshot()} (names in docs/simulator.md),
-C{engine.set_fault(name, content=None, **params)},
+C{RunningSimulator.engine} is the first engine's
+L{acetwist.sim.engine.Engine}: C{engine.counters.snapshot()} (names in
+docs/simulator.md), C{engine.set_fault(name, content=None, **params)},
 C{engine.clear_faults(name=None, content="*")}, C{engine.restart(down_ms=0)},
-C{engine.sessions} (live sessions by infohash). C{stop()} stops listening,
-cuts every connection, cancels every timer and fires when all is closed.
+C{engine.sessions} (live sessions by infohash). C{RunningSimulator.engines}
+lists every engine as a L{RunningEngine} (C{url}, C{engine}, C{container_id},
+C{down()}, C{up()}, C{stop()}); C{RunningSimulator.orchestrator} is the
+L{acetwist.sim.orchestrator.Orchestrator} (with its C{url}) or None. C{stop()}
+stops listening, cuts every connection, cancels every timer and fires when
+all is closed.
+
+    sim = await start_simulator(reactor, engines=3, orchestrator=True, orchestrator_key="k")
+    sim.engines[1].down()                                  # only that engine refuses connections
+    sim.orchestrator.set_engine(sim.engines[0].container_id, forwarded=True)
+    sim.orchestrator.events_of("stream_started")           # the bodies received, in order
 """
 
 from __future__ import annotations
