@@ -21,6 +21,12 @@ _BITRATE = re.compile(r"(\d+(?:\.\d+)?)\s*([km]?)(?:bit(?:/s)?|bps)?", re.I)
 
 FaultSpec = Tuple[str, Optional[str], Dict[str, Any]]
 
+MAX_ENGINES = 64
+#: endpoint kinds whose first positional argument (or C{port=}) is a TCP port
+_PORT_KINDS = ("tcp", "tcp6", "ssl")
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+_HOSTNAME = re.compile(r"[A-Za-z0-9_.\-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]|[0-9A-Fa-f:.]{2,45}")
+
 
 def parse_bitrate(text: str) -> int:
     """Bits per second from C{"4000000"}, C{"4M"}, C{"4Mbit"}, C{"800k"}."""
@@ -50,6 +56,94 @@ def _seconds(low: float, high: float) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = str(text).strip()
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise ConfigError(f"{text!r} must be a whole number between {low} and {high}")
+        return int(value)
+
+    return parse
+
+
+def _optional_listen(text: str) -> Optional[str]:
+    return parse_listen(text) if str(text).strip() else None
+
+
+def _key(text: str) -> Optional[str]:
+    value = str(text).strip()
+    if len(value) > 200 or any(ord(c) < 33 or ord(c) > 126 for c in value):
+        raise ConfigError("the key must be at most 200 printable ASCII characters without spaces")
+    return value or None
+
+
+def _host(text: str) -> Optional[str]:
+    value = str(text).strip()
+    if value and not _HOSTNAME.fullmatch(value):
+        raise ConfigError(f"{text!r} is not a host name or address")
+    return value or None
+
+
+def _endpoint_parts(description: str) -> Tuple[str, List[str]]:
+    parts = _UNESCAPED_COLON.split(description)
+    return parts[0], parts[1:]
+
+
+def endpoint_port(description: str) -> Optional[int]:
+    """The TCP port a C{tcp:}, C{tcp6:} or C{ssl:} endpoint description names, or None for other kinds."""
+    kind, args = _endpoint_parts(description)
+    if kind not in _PORT_KINDS:
+        return None
+    for arg in args:
+        if arg.startswith("port="):
+            return int(arg[5:]) if arg[5:].isdigit() else None
+    positional = [arg for arg in args if "=" not in arg]
+    return int(positional[0]) if positional and positional[0].isdigit() else None
+
+
+def with_port(description: str, port: int) -> str:
+    """C{description} (a C{tcp:}, C{tcp6:} or C{ssl:} endpoint) listening on C{port} instead."""
+    kind, args = _endpoint_parts(description)
+    if kind not in _PORT_KINDS:
+        raise ConfigError(f"{description!r} is not a tcp, tcp6 or ssl endpoint")
+    for i, arg in enumerate(args):
+        if arg.startswith("port="):
+            args[i] = f"port={port}"
+            break
+        if "=" not in arg:
+            args[i] = str(port)
+            break
+    else:
+        args.insert(0, str(port))
+    return ":".join([kind, *args])
+
+
+def endpoint_interface(description: str) -> Optional[str]:
+    """The C{interface=} of an endpoint description, unescaped, or None."""
+    _, args = _endpoint_parts(description)
+    for arg in args:
+        if arg.startswith("interface="):
+            return arg[len("interface="):].replace("\\:", ":") or None
+    return None
+
+
+def engine_endpoints(listen: str, engines: int) -> List[str]:
+    """
+    Where each of C{engines} engines listens: C{listen} itself for one;
+    consecutive ports from C{listen}'s for several (port 0: a free port each).
+    """
+    if engines == 1:
+        return [listen]
+    port = endpoint_port(listen)
+    if port is None:
+        raise ConfigError(f"--engines {engines} needs a tcp, tcp6 or ssl endpoint with a port, not {listen!r}")
+    if port == 0:
+        return [listen] * engines
+    if port + engines - 1 > 65535:
+        raise ConfigError(f"--engines {engines} from port {port} would go past port 65535")
+    return [with_port(listen, port + i) for i in range(engines)]
 
 
 def parse_fault_specs(text: str) -> List[FaultSpec]:
@@ -88,6 +182,15 @@ OPTIONS: Tuple[Option, ...] = (
     Option("stat-keeps-alive", "yes", parse_bool, "Whether a stat poll counts as player activity (yes/no)."),
     Option("contents", "3", parse_contents, "A count (channel-1..N) or comma-separated channel names."),
     Option("tick", "0.04", _seconds(0.005, 0.5), "Pacing tick in seconds."),
+    Option("engines", "1", _integer(1, MAX_ENGINES),
+           "Number of engines, on consecutive ports from --listen's (tcp:0: a free port each)."),
+    Option("engine-host", None, _host,
+           "Host the orchestrator's records give for the engines (default: the listen interface, or 127.0.0.1)."),
+    Option("orchestrator-listen", None, _optional_listen,
+           "Endpoint for the orchestrator look-alike that lists the engines (twistd only; none by default)."),
+    Option("orchestrator-key", None, _key, "API key the orchestrator look-alike requires (X-API-Key); none: open."),
+    Option("max-streams-per-engine", "2", _integer(0, 100_000),
+           "What the orchestrator's /api/v1/proxy/config says for max_streams_per_engine (0: no limit)."),
 )
 OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
 
@@ -106,6 +209,11 @@ class SimConfig:
     contents: Tuple[Content, ...] = tuple(DEFAULT_CONTENTS)
     tick: float = 0.04
     faults: Tuple[FaultSpec, ...] = ()
+    engines: int = 1
+    engine_host: Optional[str] = None
+    orchestrator_listen: Optional[str] = None
+    orchestrator_key: Optional[str] = None
+    max_streams_per_engine: int = 2
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> "SimConfig":
@@ -133,6 +241,8 @@ class SimConfig:
                 kwargs[key] = items
             elif isinstance(value, bool) and key == "stat_keeps_alive":
                 kwargs[key] = value
+            elif isinstance(value, bool):
+                raise ConfigError(f"{key}: {value!r} is not a valid value")
             else:
                 text = str(value)
                 try:
@@ -145,6 +255,12 @@ class SimConfig:
         return config
 
     def check(self) -> None:
+        if not 1 <= self.engines <= MAX_ENGINES:
+            raise ConfigError(f"engines must be between 1 and {MAX_ENGINES}")
+        engine_endpoints(self.listen, self.engines)
+        if self.orchestrator_listen is not None and endpoint_port(self.listen) is None:
+            raise ConfigError(f"the orchestrator lists engines by host and port: --listen {self.listen!r} "
+                              "must be a tcp, tcp6 or ssl endpoint")
         if self.bitrate < minimum_bitrate(self.gop):
             raise ConfigError(f"bitrate {self.bitrate} is too low for a {self.gop:g} s GOP "
                               f"(at least {minimum_bitrate(self.gop)})")

@@ -18,7 +18,7 @@ keeps running whatever it is sent.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type
 
 from twisted.logger import Logger
 from twisted.web import resource, server
@@ -37,14 +37,39 @@ class BadRequest(Exception):
     """Answered with a 400 and the message."""
 
 
-class ControlResource(resource.Resource):
+class Status(Exception):
+    """Answered with this HTTP status and the message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+Route = Callable[[server.Request], Document]
+
+
+class JsonControl(resource.Resource):
+    """
+    A control API: routes by (method, path) to handlers that return a JSON
+    document; the exceptions in C{bad_input} are 400s with their message.
+    Requests it serves are marked on the site as control requests, so that
+    faults that cut connections spare them.
+    """
+
     isLeaf = True
     log = Logger()
+    bad_input: Tuple[Type[Exception], ...] = (BadRequest,)
 
-    def __init__(self, engine: Engine, site_getter: Optional[Callable[[], SimSite]] = None) -> None:
+    def __init__(self, site_getter: Optional[Callable[[], SimSite]] = None) -> None:
         super().__init__()
-        self.engine = engine
         self._site_getter = site_getter
+
+    def routes(self) -> Dict[Tuple[str, str], Route]:
+        raise NotImplementedError
+
+    def index(self) -> str:
+        return "/_sim"
 
     def render(self, request: server.Request) -> int:
         site = self._site_getter() if self._site_getter else None
@@ -54,28 +79,17 @@ class ControlResource(resource.Resource):
             request.notifyFinish().addBoth(lambda _: site.control_channels.discard(channel))
         path = request.path.decode("utf-8", "replace").rstrip("/")
         method = request.method.decode("ascii", "replace")
-        route = {
-            ("GET", "/_sim"): self._index,
-            ("GET", "/_sim/contents"): self._contents,
-            ("GET", "/_sim/sessions"): self._sessions,
-            ("GET", "/_sim/counters"): self._counters,
-            ("DELETE", "/_sim/counters"): self._reset_counters,
-            ("GET", "/_sim/faults"): self._faults,
-            ("POST", "/_sim/faults"): self._set_faults,
-            ("PUT", "/_sim/faults"): self._set_faults,
-            ("DELETE", "/_sim/faults"): self._clear_faults,
-            ("POST", "/_sim/restart"): self._restart,
-        }.get((method, path))
+        routes = self.routes()
+        route = routes.get((method, path))
         try:
             if route is None:
-                known = {p for (_, p) in _PATHS}
-                if path in known:
-                    raise _Status(405, f"{method} is not allowed on {path}")
-                raise _Status(404, f"no control endpoint {path}; see GET /_sim")
+                if path in {p for (_, p) in routes}:
+                    raise Status(405, f"{method} is not allowed on {path}")
+                raise Status(404, f"no control endpoint {path}; see GET {self.index()}")
             document = route(request)
-        except _Status as e:
+        except Status as e:
             reply_json(request, {"error": e.message}, e.status)
-        except (BadRequest, faultlib.FaultError) as e:
+        except self.bad_input as e:
             reply_json(request, {"error": str(e)}, 400)
         except Exception:
             self.log.failure("control request {path} failed", path=path)
@@ -108,10 +122,62 @@ class ControlResource(resource.Resource):
                 raise BadRequest("parameters must be UTF-8") from None
         return result
 
+    def _items(self, request: server.Request, what: str) -> List[Mapping[str, Any]]:
+        """A JSON object or list of objects from the body, or one object from the query parameters."""
+        body = self._body(request)
+        if body is None:
+            query = self._query(request)
+            if not query:
+                raise BadRequest(f"give {what} as a JSON body or as query parameters")
+            items: List[Any] = [query]
+        elif isinstance(body, list):
+            items = body
+        else:
+            items = [body]
+        if not items or not all(isinstance(item, Mapping) for item in items):
+            raise BadRequest(f"give {what} as a JSON object or a non-empty list of objects")
+        return items
+
+    def _options(self, request: server.Request) -> Dict[str, Any]:
+        """Query parameters, overridden by the fields of a JSON object body."""
+        options: Dict[str, Any] = dict(self._query(request))
+        body = self._body(request)
+        if body is not None:
+            if not isinstance(body, Mapping):
+                raise BadRequest("the body must be a JSON object")
+            options.update(body)
+        return options
+
+
+class ControlResource(JsonControl):
+    """The engine's control API."""
+
+    bad_input = (BadRequest, faultlib.FaultError)
+
+    def __init__(self, engine: Engine, site_getter: Optional[Callable[[], SimSite]] = None) -> None:
+        super().__init__(site_getter)
+        self.engine = engine
+
+    def routes(self) -> Dict[Tuple[str, str], Route]:
+        return {
+            ("GET", "/_sim"): self._index,
+            ("GET", "/_sim/contents"): self._contents,
+            ("GET", "/_sim/sessions"): self._sessions,
+            ("GET", "/_sim/counters"): self._counters,
+            ("DELETE", "/_sim/counters"): self._reset_counters,
+            ("GET", "/_sim/faults"): self._faults,
+            ("POST", "/_sim/faults"): self._set_faults,
+            ("PUT", "/_sim/faults"): self._set_faults,
+            ("DELETE", "/_sim/faults"): self._clear_faults,
+            ("POST", "/_sim/restart"): self._restart,
+        }
+
     # -- endpoints
 
     def _index(self, request: server.Request) -> Document:
         document = self.engine.describe()
+        if self.engine.name:
+            document["name"] = self.engine.name
         document["counters"] = self.engine.counters.snapshot()
         document["endpoints"] = [f"{m} {p}" for m, p in _PATHS]
         return document
@@ -134,19 +200,8 @@ class ControlResource(resource.Resource):
                 "kinds": [kind.describe() for kind in faultlib.FAULTS.values()]}
 
     def _set_faults(self, request: server.Request) -> Document:
-        body = self._body(request)
-        if body is None:
-            query = self._query(request)
-            if not query:
-                raise BadRequest("give a fault as a JSON body ({\"name\": ..., \"content\": ..., params...}) "
-                                 "or as query parameters (?name=cut&after_bytes=300000)")
-            items: List[Any] = [query]
-        elif isinstance(body, list):
-            items = body
-        else:
-            items = [body]
-        if not items or not all(isinstance(item, Mapping) for item in items):
-            raise BadRequest("each fault must be a JSON object with at least a \"name\"")
+        items = self._items(request, "a fault ({\"name\": ..., \"content\": ..., params...}, or "
+                                     "?name=cut&after_bytes=300000)")
         checked = []
         for item in items:  # validate everything before setting anything
             name = item.get("name")
@@ -174,12 +229,7 @@ class ControlResource(resource.Resource):
         return {"cleared": self.engine.clear_faults(query.get("name") or None, content)}
 
     def _restart(self, request: server.Request) -> Document:
-        options: Dict[str, Any] = dict(self._query(request))
-        body = self._body(request)
-        if body is not None:
-            if not isinstance(body, Mapping):
-                raise BadRequest("the restart body must be a JSON object")
-            options.update(body)
+        options = self._options(request)
         unknown = set(options) - {"down_ms", "down_mode"}
         if unknown:
             raise BadRequest(f"restart takes only down_ms and down_mode, not {', '.join(sorted(unknown))}")
@@ -188,13 +238,6 @@ class ControlResource(resource.Resource):
         self.engine.restart(down_ms=down["ms"], down_mode=down["mode"])
         return {"restarted": True, "sessions_forgotten": forgotten, "down_ms": down["ms"],
                 "down_mode": down["mode"] if down["ms"] else None}
-
-
-class _Status(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 _PATHS = [

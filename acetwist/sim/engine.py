@@ -97,8 +97,12 @@ class Engine:
     log = Logger()
 
     def __init__(self, clock: IReactorTime, config: Optional[SimConfig] = None,
-                 rng: Optional[random.Random] = None) -> None:
+                 rng: Optional[random.Random] = None, name: str = "") -> None:
         self.clock = clock
+        #: the engine's name in logs and in the orchestrator's list (several engines in one process)
+        self.name = name
+        if name:
+            self.log = Logger(namespace=f"acetwist.sim.engine.{name}")
         self.config = config or SimConfig()
         self.catalog = Catalog(self.config.contents)
         self.template: GopTemplate = gop_template(self.config.bitrate, self.config.gop)

@@ -1,118 +1,44 @@
 # -*- test-case-name: tests.test_sim_tap -*-
 """
-Assembly: the engine, its Site, and what an engine-wide C{down} fault does to
-the listening port (C{refuse} stops listening until the fault is cleared).
-L{SimulatorService} is what twistd runs; L{acetwist.sim.testing} builds the
-same L{Simulator} on a loopback port.
+What twistd runs: L{SimulatorService}, the engines of an
+L{acetwist.sim.pool.EnginePool} on consecutive ports from C{--listen}, and
+the orchestrator look-alike on C{--orchestrator-listen} when given. Each
+listener can be closed and reopened by a fault (an engine's C{down:refuse},
+the orchestrator's C{refuse} outage). L{acetwist.sim.testing} builds the same
+pool on loopback ports.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from functools import partial
+from typing import TYPE_CHECKING, List, Optional
 
-from twisted.application import service, strports
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.application import service
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
-from acetwist.sim.config import SimConfig
-from acetwist.sim.control import ControlResource
+from acetwist.sim.config import SimConfig, endpoint_interface, engine_endpoints
 from acetwist.sim.engine import Engine
-from acetwist.sim.faults import Fault
-from acetwist.sim.web import EngineResource, SimSite
+from acetwist.sim.listening import EndpointListener
+from acetwist.sim.orchestrator import Orchestrator
+from acetwist.sim.pool import EnginePool
+from acetwist.sim.simulator import Simulator
 
 if TYPE_CHECKING:
     from acetwist.reactor import IReactor
 
-RETRY_LISTEN = 0.5
-
-#: stops listening; may return a Deferred that fires once it has
-Pause = Callable[[], Optional[Deferred[None]]]
-#: listens again; raises when the port is busy
-Resume = Callable[[], None]
-
-
-class Simulator:
-    """
-    One simulated engine: L{engine} (state, counters, faults) and L{site}
-    (the HTTP API). Give it a listener with L{set_listener} so that
-    C{down:mode=refuse} can close and reopen the port.
-    """
-
-    log = Logger()
-
-    def __init__(self, config: SimConfig, reactor: IReactorTime) -> None:
-        self.reactor = reactor
-        self.engine = Engine(reactor, config)
-        self.site: SimSite = SimSite(EngineResource(self.engine, ControlResource(self.engine, lambda: self.site)),
-                                     reactor)
-        self._pause: Optional[Pause] = None
-        self._resume: Optional[Resume] = None
-        self._listening = True
-        self._busy = False
-        self._retry: Optional[IDelayedCall] = None
-        self._stopped = False
-        self.engine.add_down_observer(self._down_changed)
-
-    def set_listener(self, pause: Pause, resume: Resume) -> None:
-        """C{pause()} stops listening (may return a Deferred); C{resume()} listens again (may raise)."""
-        self._pause, self._resume = pause, resume
-        self._reconcile()
-
-    def _down_changed(self, fault: Fault, active: bool) -> None:
-        if fault.content is not None:
-            return
-        if active and fault.params["mode"] in ("refuse", "reset"):
-            self.site.abort_connections(keep_control=True)
-        self._reconcile()
-
-    def _wanted(self) -> bool:
-        return not self._stopped and self.engine.down_mode(None) != "refuse"
-
-    def _reconcile(self) -> None:
-        if self._busy or self._pause is None or self._resume is None or self._wanted() == self._listening:
-            return
-        if self._listening:
-            self._busy = True
-            self.log.info("down: no longer listening")
-
-            def paused(_: object) -> None:
-                self._listening = False
-                self._busy = False
-                self._reconcile()
-
-            maybeDeferred(self._pause).addBoth(paused)
-            return
-        try:
-            self._resume()
-        except Exception as e:
-            self.log.warn("listening again failed ({error}); retrying", error=e)
-            self._retry = self.reactor.callLater(RETRY_LISTEN, self._retry_listen)
-            return
-        self._listening = True
-        self.log.info("up: listening again")
-
-    def _retry_listen(self) -> None:
-        self._retry = None
-        self._reconcile()
-
-    def shutdown(self) -> Deferred[None]:
-        """Stop every timer and cut every connection; fires when all connections are gone."""
-        self._stopped = True
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-        self.engine.shutdown()
-        self.site.abort_connections(keep_control=False)
-        return self.site.drained()
+__all__ = ["Simulator", "SimulatorService"]
 
 
 class SimulatorService(service.MultiService):
     """
-    The twistd service: a L{Simulator} listening on C{config.listen}. The
-    listening service is managed here rather than as a child so that it can
-    be replaced when a C{refuse} fault ends; the first listen happens in
-    C{privilegedStartService}, so a busy port makes twistd exit non-zero.
+    The twistd service. Listeners are managed here rather than as children
+    so that they can be replaced when a C{refuse} fault ends; the first
+    listen happens in C{privilegedStartService}, so a busy port makes twistd
+    exit non-zero.
+
+    @ivar simulators: one L{Simulator} per engine; C{simulator} is the first.
+    @ivar listeners: one L{EndpointListener} per engine, in the same order.
     """
 
     log = Logger()
@@ -121,39 +47,60 @@ class SimulatorService(service.MultiService):
         super().__init__()
         self.config = config
         self.reactor = reactor
-        self.simulator = Simulator(config, reactor)
-        self.listening: Optional[service.Service] = self._listen_service()
-        self.simulator.set_listener(self._pause, self._resume)
+        self.pool = EnginePool(config, reactor, orchestrator=config.orchestrator_listen is not None)
+        self.simulators: List[Simulator] = self.pool.simulators
+        self.simulator = self.simulators[0]
+        self.listeners: List[EndpointListener] = []
+        for index, (simulator, description) in enumerate(zip(self.simulators,
+                                                             engine_endpoints(config.listen, config.engines))):
+            listener = EndpointListener(reactor, description, simulator.site, partial(self._engine_bound, index))
+            self.listeners.append(listener)
+            simulator.set_listener(listener.pause, listener.resume)
+        self.orchestrator_listener: Optional[EndpointListener] = None
+        server = self.pool.orchestrator_server
+        if server is not None and config.orchestrator_listen is not None:
+            self.orchestrator_listener = EndpointListener(reactor, config.orchestrator_listen, server.site,
+                                                          self._orchestrator_bound)
+            server.set_listener(self.orchestrator_listener.pause, self.orchestrator_listener.resume)
+
+    @property
+    def listening(self) -> Optional[service.Service]:
+        """The first engine's listening service (None while it is closed)."""
+        return self.listeners[0].service
 
     @property
     def engine(self) -> Engine:
         return self.simulator.engine
 
-    def _listen_service(self) -> service.Service:
-        return strports.service(self.config.listen, self.simulator.site, reactor=self.reactor)
+    @property
+    def orchestrator(self) -> Optional[Orchestrator]:
+        return self.pool.orchestrator
 
-    def _pause(self) -> Optional[Deferred[None]]:
-        listening, self.listening = self.listening, None
-        if listening is not None and listening.running:
-            return listening.stopService()
-        return None
+    def _engine_bound(self, index: int, port: int) -> None:
+        self.pool.engine_bound(index, port)
 
-    def _resume(self) -> None:
-        fresh = self._listen_service()
-        if self.running:
-            fresh.privilegedStartService()  # raises when the port is busy
-            fresh.startService()
-        self.listening = fresh
+    def _orchestrator_bound(self, port: int) -> None:
+        orchestrator = self.pool.orchestrator
+        if orchestrator is not None and not orchestrator.url:
+            listen = self.config.orchestrator_listen or ""
+            host = endpoint_interface(listen)
+            host = "127.0.0.1" if host in (None, "0.0.0.0", "::") else host
+            orchestrator.url = f"http://{host}:{port}"
+
+    def _all_listeners(self) -> List[EndpointListener]:
+        extra = [self.orchestrator_listener] if self.orchestrator_listener is not None else []
+        return [*self.listeners, *extra]
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        if self.listening is not None:
-            self.listening.privilegedStartService()
+        for listener in self._all_listeners():
+            listener.privileged_start()
 
     def startService(self) -> None:
         config = self.config
-        self.log.info("AceStream engine simulator on {listen}: bitrate={bitrate} prebuffer={prebuffer}s "
-                      "burst={burst}s gop={gop}s idle_timeout={idle}s", listen=config.listen, bitrate=config.bitrate,
+        self.log.info("AceStream engine simulator: {engines} engine(s) from {listen}: bitrate={bitrate} "
+                      "prebuffer={prebuffer}s burst={burst}s gop={gop}s idle_timeout={idle}s",
+                      engines=config.engines, listen=config.listen, bitrate=config.bitrate,
                       prebuffer=config.prebuffer, burst=config.burst, gop=config.gop, idle=config.idle_timeout)
         template = self.engine.template
         if template.picture:
@@ -164,13 +111,21 @@ class SimulatorService(service.MultiService):
             self.log.info("content {name}: id={content_id} infohash={infohash}", name=content.name,
                           content_id=content.content_id, infohash=content.infohash)
         for fault in self.engine.faults:
-            self.log.info("fault in force: {fault}", fault=fault.as_json())
+            self.log.info("fault in force on every engine: {fault}", fault=fault.as_json())
         super().startService()
-        if self.listening is not None:
-            self.listening.startService()
+        for listener in self._all_listeners():
+            listener.start()
+        for simulator, listener in zip(self.simulators, self.listeners):
+            self.log.info("engine {name} on {listen} (port {port})", name=simulator.name,
+                          listen=listener.description, port=listener.port_number)
+        orchestrator = self.pool.orchestrator
+        if orchestrator is not None:
+            self.log.info("orchestrator look-alike on {url} (key {key}), max_streams_per_engine={max}",
+                          url=orchestrator.url or config.orchestrator_listen,
+                          key="required" if orchestrator.api_key else "not required",
+                          max=orchestrator.max_streams_per_engine)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        listening = self._pause()
-        stopped = listening if listening is not None else succeed(None)
-        return stopped.addCallback(lambda _: self.simulator.shutdown())
+        stopping = [d for d in (listener.stop() for listener in self._all_listeners()) if d is not None]
+        return gatherResults(stopping).addCallback(lambda _: self.pool.shutdown())

@@ -27,12 +27,17 @@ LONGDESC = """An AceStream engine look-alike for tests, benchmarks and demos: th
 engine's HTTP API (/webui/api/service, /server/api, /ace/getstream,
 /ace/manifest.m3u8, stat and command URLs), its session rules, valid MPEG-TS
 paced at the configured bitrate, failure injection, and a control API under
-/_sim on the same port. Faults (--fault NAME[:k=v,...][@CONTENT]): """ + ", ".join(sorted(FAULTS)) + """.
+/_sim on the same port. --engines N runs N independent engines on consecutive
+ports from --listen's; --orchestrator-listen adds an acestream-orchestrator
+look-alike that lists them (/api/v1/engines, /engines, /api/v1/proxy/config)
+and records the stream events it receives, with its own control API under
+/_sim/orchestrator. Faults (--fault NAME[:k=v,...][@CONTENT]): """ + ", ".join(sorted(FAULTS)) + """.
 See docs/simulator.md."""
 
 
 class Options(usage.Options):
-    synopsis = "[--listen tcp:6878] [--bitrate 4M] [--prebuffer 2] [--burst 2] [--fault SPEC]..."
+    synopsis = ("[--listen tcp:6878] [--engines N] [--orchestrator-listen tcp:8000] [--bitrate 4M] [--prebuffer 2] "
+                "[--burst 2] [--fault SPEC]...")
     longdesc = LONGDESC
     optParameters = [
         [o.name, None, None, f"{o.help} [env {o.env}, default {o.default}]"] for o in OPTIONS
@@ -44,7 +49,7 @@ class Options(usage.Options):
         self["faults"] = []
 
     def opt_fault(self, spec: str) -> None:
-        """Inject a fault at start, NAME[:key=value,...][@CONTENT]; repeatable [env ACETWIST_SIM_FAULT, ';'-separated]."""
+        """Inject a fault at start on every engine, NAME[:key=value,...][@CONTENT]; repeatable [env ACETWIST_SIM_FAULT, ';'-separated]."""
         try:
             self["faults"].extend(parse_fault_specs(spec))
         except FaultError as e:

@@ -18,21 +18,33 @@ L{start_simulator} returns a Deferred (await it, or yield it under
 inlineCallbacks) that fires with a L{RunningSimulator} listening on
 127.0.0.1 on a free port. Its keyword arguments are the command-line options
 with dashes as underscores: C{bitrate}, C{prebuffer}, C{burst}, C{gop},
-C{idle_timeout}, C{stat_keeps_alive}, C{contents}, C{tick}, and C{faults} (a
-list of C{"name:k=v@content"} strings or C{{"name": ..., "content": ...,
-**params}} dicts). Values may be numbers or the same strings as the flags.
+C{idle_timeout}, C{stat_keeps_alive}, C{contents}, C{tick}, C{engines},
+C{engine_host}, C{orchestrator_key}, C{max_streams_per_engine}, and C{faults}
+(a list of C{"name:k=v@content"} strings or C{{"name": ..., "content": ...,
+**params}} dicts, set on every engine). Values may be numbers or the same
+strings as the flags. C{orchestrator=True} also starts the orchestrator
+look-alike (on C{orchestrator_port}, free by default).
 
-C{RunningSimulator.engine} is the L{acetwist.sim.engine.Engine}:
-C{engine.counters.snapshot()} (names in docs/simulator.md),
-C{engine.set_fault(name, content=None, **params)},
+C{RunningSimulator.engine} is the first engine's
+L{acetwist.sim.engine.Engine}: C{engine.counters.snapshot()} (names in
+docs/simulator.md), C{engine.set_fault(name, content=None, **params)},
 C{engine.clear_faults(name=None, content="*")}, C{engine.restart(down_ms=0)},
-C{engine.sessions} (live sessions by infohash). C{stop()} stops listening,
-cuts every connection, cancels every timer and fires when all is closed.
+C{engine.sessions} (live sessions by infohash). C{RunningSimulator.engines}
+lists every engine as a L{RunningEngine} (C{url}, C{engine}, C{container_id},
+C{down()}, C{up()}, C{stop()}); C{RunningSimulator.orchestrator} is the
+L{acetwist.sim.orchestrator.Orchestrator} (with its C{url}) or None. C{stop()}
+stops listening, cuts every connection, cancels every timer and fires when
+all is closed.
+
+    sim = await start_simulator(reactor, engines=3, orchestrator=True, orchestrator_key="k")
+    sim.engines[1].down()                                  # only that engine refuses connections
+    sim.orchestrator.set_engine(sim.engines[0].container_id, forwarded=True)
+    sim.orchestrator.events_of("stream_started")           # the bodies received, in order
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Generator, Optional
+from typing import TYPE_CHECKING, Any, Dict, Generator, List, Optional
 
 import attr
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -45,21 +57,56 @@ from twisted.web.server import Site
 
 from acetwist.sim.config import SimConfig
 from acetwist.sim.engine import Engine
-from acetwist.sim.service import Simulator
+from acetwist.sim.faults import Fault
+from acetwist.sim.orchestrator import Orchestrator
+from acetwist.sim.pool import EnginePool, container_id
+from acetwist.sim.simulator import Simulator
 
 if TYPE_CHECKING:
     from acetwist.reactor import IReactor
 
 
 @attr.s(auto_attribs=True, eq=False)
-class RunningSimulator:
-    """A simulator listening on loopback. C{url} is C{http://127.0.0.1:PORT}."""
+class LoopbackListener:
+    """A TCP port on C{interface} that can be closed and reopened on the same number."""
 
-    simulator: Simulator
     reactor: IReactor
     interface: str
     port_number: int
+    factory: Site
     port: Optional[IListeningPort] = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.interface}]" if ":" in self.interface else self.interface
+        return f"http://{host}:{self.port_number}"
+
+    def pause(self) -> Optional[Deferred[None]]:
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
+
+    def resume(self) -> None:
+        self.port = _listen(self.reactor, self.port_number, self.factory, self.interface)
+
+
+def _loopback(reactor: IReactor, interface: str, port: int, factory: Site) -> LoopbackListener:
+    listening = _listen(reactor, port, factory, interface)
+    address = listening.getHost()
+    assert isinstance(address, (IPv4Address, IPv6Address))
+    return LoopbackListener(reactor, interface, address.port, factory, listening)
+
+
+@attr.s(auto_attribs=True, eq=False)
+class RunningEngine:
+    """
+    One engine of a running simulator, with its own port, sessions, faults
+    and counters. C{url} is C{http://127.0.0.1:PORT}; C{container_id} is its
+    id in the orchestrator look-alike's list (C{sim-engine-1}, ...).
+    """
+
+    index: int
+    simulator: Simulator
+    listener: LoopbackListener
     stopped: bool = False
 
     @property
@@ -67,24 +114,112 @@ class RunningSimulator:
         return self.simulator.engine
 
     @property
+    def site(self) -> Site:
+        return self.simulator.site
+
+    @property
     def url(self) -> str:
-        return f"http://{self.interface}:{self.port_number}"
+        return self.listener.url
 
-    def _pause(self) -> Optional[Deferred[None]]:
-        port, self.port = self.port, None
-        return port.stopListening() if port is not None else None
+    @property
+    def port_number(self) -> int:
+        return self.listener.port_number
 
-    def _resume(self) -> None:
-        self.port = _listen(self.reactor, self.port_number, self.simulator.site, self.interface)
+    @property
+    def port(self) -> Optional[IListeningPort]:
+        """The listening port; None while a C{refuse} fault has it closed, and after L{stop}."""
+        return self.listener.port
+
+    @property
+    def container_id(self) -> str:
+        return container_id(self.index)
+
+    def down(self, mode: str = "refuse", ms: Optional[int] = None) -> Fault:
+        """Take this engine (only) down: C{refuse} closes its port, C{reset} and C{503} answer so; see faults."""
+        return self.engine.set_fault("down", mode=mode, ms=ms)
+
+    def up(self) -> int:
+        """End an engine-wide C{down} fault; returns how many were cleared (0 or 1)."""
+        return self.engine.clear_faults("down", content=None)
 
     @inlineCallbacks
     def stop(self) -> Generator[Deferred[Any], Any, None]:
-        """Stop listening, cut every connection, cancel every timer."""
+        """This engine dies for good: it stops listening, cuts every connection, cancels every timer."""
         if self.stopped:
             return
         self.stopped = True
-        yield maybeDeferred(self._pause)
+        yield maybeDeferred(self.listener.pause)
         yield self.simulator.shutdown()
+
+
+@attr.s(auto_attribs=True, eq=False)
+class RunningSimulator:
+    """
+    Engines (and perhaps the orchestrator look-alike) listening on loopback.
+    C{engines} lists every engine; C{url}, C{engine}, C{port_number} and
+    C{port} are the first engine's. C{orchestrator} is the look-alike's
+    state (with its C{url}), or None.
+    """
+
+    engines: List[RunningEngine]
+    pool: EnginePool
+    orchestrator_listener: Optional[LoopbackListener] = None
+    stopped: bool = False
+
+    @property
+    def simulator(self) -> Simulator:
+        return self.engines[0].simulator
+
+    @property
+    def engine(self) -> Engine:
+        return self.engines[0].engine
+
+    @property
+    def url(self) -> str:
+        return self.engines[0].url
+
+    @property
+    def urls(self) -> List[str]:
+        """Every engine's URL, in order."""
+        return [e.url for e in self.engines]
+
+    @property
+    def interface(self) -> str:
+        return self.engines[0].listener.interface
+
+    @property
+    def port_number(self) -> int:
+        return self.engines[0].port_number
+
+    @property
+    def port(self) -> Optional[IListeningPort]:
+        return self.engines[0].port
+
+    @property
+    def orchestrator(self) -> Optional[Orchestrator]:
+        return self.pool.orchestrator
+
+    def engine_by_id(self, container_id: str) -> RunningEngine:
+        """The engine whose orchestrator C{container_id} (or URL) this is."""
+        for engine in self.engines:
+            if container_id in (engine.container_id, engine.url):
+                return engine
+        raise KeyError(container_id)
+
+    @inlineCallbacks
+    def stop(self) -> Generator[Deferred[Any], Any, None]:
+        """Stop listening, cut every connection, cancel every timer (every engine and the orchestrator)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        listener = self.orchestrator_listener
+        if listener is not None:
+            yield maybeDeferred(listener.pause)
+        for engine in self.engines:
+            yield engine.stop()
+        server = self.pool.orchestrator_server
+        if server is not None:
+            yield server.shutdown()
 
 
 def _listen(reactor: IReactor, port: int, site: Site, interface: str) -> IListeningPort:
@@ -92,22 +227,43 @@ def _listen(reactor: IReactor, port: int, site: Site, interface: str) -> IListen
     return reactor.listenTCP(port, site, interface=interface)  # type: ignore[arg-type]
 
 
-def start_simulator(reactor: IReactor, interface: str = "127.0.0.1", port: int = 0,
+def start_simulator(reactor: IReactor, interface: str = "127.0.0.1", port: int = 0, *,
+                    orchestrator: bool = False, orchestrator_port: int = 0,
                     **config: object) -> Deferred[RunningSimulator]:
     """
-    Start a simulator on C{interface}:C{port} (a free port by default) with
-    the given settings. Raises L{acetwist.config.ConfigError} for a bad
-    setting; the Deferred fires once the port is listening.
+    Start C{engines} engines (1 by default) on C{interface}, on consecutive
+    ports from C{port} (a free port each by default), and with
+    C{orchestrator} the orchestrator look-alike on C{orchestrator_port}
+    (free by default), listing them. Raises L{acetwist.config.ConfigError}
+    for a bad setting; the Deferred fires once every port is listening.
     """
     settings = SimConfig.from_values(config)
-    simulator = Simulator(settings, reactor)
-    listening = _listen(reactor, port, simulator.site, interface)
-    address = listening.getHost()
-    assert isinstance(address, (IPv4Address, IPv6Address))
-    running = RunningSimulator(simulator, reactor, interface, address.port, listening)
-    simulator.set_listener(running._pause, running._resume)
+    pool = EnginePool(settings, reactor, orchestrator=orchestrator, host=settings.engine_host or interface)
+    listeners: List[LoopbackListener] = []
+    try:
+        for index, simulator in enumerate(pool.simulators):
+            listener = _loopback(reactor, interface, port + index if port else 0, simulator.site)
+            listeners.append(listener)
+            pool.engine_bound(index, listener.port_number)
+        server = pool.orchestrator_server
+        orchestrator_listener = None
+        if server is not None:
+            orchestrator_listener = _loopback(reactor, interface, orchestrator_port, server.site)
+            listeners.append(orchestrator_listener)
+            server.orchestrator.url = orchestrator_listener.url
+    except Exception:
+        for listener in listeners:
+            listener.pause()
+        pool.shutdown()
+        raise
+    engines = [RunningEngine(i, simulator, listener)
+               for i, (simulator, listener) in enumerate(zip(pool.simulators, listeners))]
+    for engine in engines:
+        engine.simulator.set_listener(engine.listener.pause, engine.listener.resume)
+    if server is not None and orchestrator_listener is not None:
+        server.set_listener(orchestrator_listener.pause, orchestrator_listener.resume)
     done: Deferred[RunningSimulator] = Deferred()
-    done.callback(running)
+    done.callback(RunningSimulator(engines, pool, orchestrator_listener))
     return done
 
 
@@ -198,8 +354,10 @@ class MemoryClient:
         self.transport.protocol = self.protocol
         self.protocol.makeConnection(self.transport)
 
-    def request(self, method: str, path: str, body: bytes = b"") -> "MemoryClient":
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n\r\n"
+    def request(self, method: str, path: str, body: bytes = b"",
+                headers: Optional[Dict[str, str]] = None) -> "MemoryClient":
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
         self.protocol.dataReceived(head.encode("latin-1") + body)
         return self
 
