@@ -335,7 +335,8 @@ index(engines_key, engine, now + tonumber(index_ttl_ms), tonumber(index_ttl_ms))
 return 1
 """)
 
-#: C{{engine, live slots, ...}} for every engine in the index. Reads keys it
+#: C{{engine, live slots, ...}} for every engine in the index with live
+#: slots. Reads keys it
 #: is not given (standalone Redis only, like C{cluster_view}).
 ENGINE_LOADS = Script("engine_loads", lib=True, keys=("engines_key",), args=("prefix",), body="""
 local now = now_ms()
@@ -344,8 +345,11 @@ local out = {}
 for _, e in ipairs(redis.call('ZRANGEBYSCORE', engines_key, now, '+inf')) do
   local key = prefix .. ':engine:' .. e .. ':slots'
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  out[#out + 1] = e
-  out[#out + 1] = redis.call('ZCARD', key)
+  local n = redis.call('ZCARD', key)
+  if n > 0 then
+    out[#out + 1] = e
+    out[#out + 1] = n
+  end
 end
 return out
 """)
