@@ -248,10 +248,11 @@ class EnginePool:
             return
         self._started = True
         self.source.start(self._apply)
+        # New engines are probed as they are listed; then every engine every check interval.
         for interval, call in ((self.check_interval, self._probe_all), (self.refresh_interval, self._refresh)):
             loop = LoopingCall(call)
             loop.clock = self.clock
-            loop.start(interval, now=call == self._probe_all)
+            loop.start(interval, now=False)
             self._loops.append(loop)
 
     def stop(self) -> "Deferred[None]":
