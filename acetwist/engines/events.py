@@ -109,6 +109,8 @@ class EventSender:
             try:
                 reply = await self.http.post(url, body, self.timeout)
             except CallFailed as e:
+                if self._stopped:
+                    return
                 why = e.why
                 continue
             if 200 <= reply.code < 300:

@@ -14,10 +14,11 @@ from typing import Any, Dict, List, NoReturn, Optional, Tuple
 import attr
 import treq
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.internet.error import ConnectingCancelledError
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
 
 from acetwist.engine_http import USER_AGENT, is_connection_failure
 
@@ -89,10 +90,12 @@ class JsonHTTP:
         try:
             response = await self.client.request(method, url, headers=headers, data=data)
             content = await treq.content(response)
-        except CallFailed:
-            raise
+        except (CallFailed, CancelledError):
+            raise  # a cancellation is the caller's (or the deadline's, which names it)
         except Exception as e:
             failure = Failure(e)
+            if _was_cancelled(failure):
+                raise CancelledError() from None
             name = failure.type.__name__ if failure.type is not None else "error"
             raise CallFailed(f"{name}: {e}" if str(e) else name, is_connection_failure(failure)) from None
         try:
@@ -100,3 +103,12 @@ class JsonHTTP:
         except ValueError:
             document = None
         return Reply(int(response.code), document)
+
+
+def _was_cancelled(failure: Failure) -> bool:
+    """The request failed because it was cancelled (the agent wraps the cancellation in other errors)."""
+    if failure.check(CancelledError, ConnectingCancelledError):
+        return True
+    if isinstance(failure.value, ResponseNeverReceived):
+        return any(reason.check(CancelledError) for reason in failure.value.reasons)
+    return False

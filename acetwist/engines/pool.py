@@ -404,6 +404,8 @@ class EnginePool:
 
     def _probe_failed(self, failure: Failure, entry: _Engine) -> None:
         failure.trap(CallFailed)
+        if self._stopped:
+            return
         assert isinstance(failure.value, CallFailed)
         self._probe_result(entry, entry.health.probe_failed(float(self.clock.seconds()), failure.value.why))
 
@@ -451,6 +453,7 @@ class EnginePool:
     async def _reserve(self, stream_key: str, only: Optional[str], exclude: FrozenSet[str]) -> IReservation:
         self._check_running()
         if not rank(self._candidates(), exclude, only):
+            await self.source.when_read()
             await self._first_probes(only, exclude)
         await self._read_loads()
         tried: Set[str] = set()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -118,6 +118,10 @@ class StaticSource:
     def stop(self) -> None:
         pass
 
+    def when_read(self) -> "Deferred[None]":
+        """Fires once the list was first read (at once: it is given)."""
+        return succeed(None)
+
     def status(self) -> Dict[str, Any]:
         return {"kind": "static", "engines": len(self.records)}
 
@@ -153,10 +157,25 @@ class OrchestratorSource:
         self._loop: Optional[LoopingCall] = None
         self._on_list: Optional[OnList] = None
         self._reading: Optional[Deferred[None]] = None
+        self._stopped = False
+        self._waiting: List[Deferred[None]] = []
 
     @property
     def events_base(self) -> str:
         return self.url + EVENT_PATHS[self.path]
+
+    def when_read(self) -> "Deferred[None]":
+        """Fires once the first read ended (with a list or not), at once after that."""
+        if self.reads or self.failures:
+            return succeed(None)
+        d: Deferred[None] = Deferred(lambda d: self._waiting.remove(d) if d in self._waiting else None)
+        self._waiting.append(d)
+        return d
+
+    def _read_done(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
 
     def start(self, on_list: OnList) -> None:
         self._on_list = on_list
@@ -165,15 +184,17 @@ class OrchestratorSource:
         self._loop.start(self.interval, now=True)
 
     def stop(self) -> None:
+        self._stopped = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
         if self._reading is not None:
             self._reading.cancel()
+        self._read_done()
 
     def refresh(self) -> "Deferred[None]":
         """Read the list and the config once (a read still going is not doubled)."""
-        if self._reading is not None:
+        if self._reading is not None or self._stopped:
             return Deferred.fromCoroutine(self._noop())
         d = self._reading = Deferred.fromCoroutine(self._refresh())
 
@@ -189,10 +210,16 @@ class OrchestratorSource:
 
     async def _refresh(self) -> None:
         try:
-            await self._read_list()
-        except CallFailed as e:
-            self._failed(e.why)
-        await self._read_config()
+            try:
+                await self._read_list()
+            except CallFailed as e:
+                if self._stopped:
+                    return
+                self._failed(e.why)
+            if not self._stopped:
+                await self._read_config()
+        finally:
+            self._read_done()
 
     async def _read_list(self) -> None:
         reply = await self._get(self.path)
