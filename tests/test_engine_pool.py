@@ -554,3 +554,29 @@ def _response(code: int) -> Any:
     from acetwist.engines.testing import FakeResponse
 
     return FakeResponse(code, b"{}")
+
+
+class MetricsTests(PoolHarness):
+    def test_per_engine_gauges(self) -> None:
+        """/metrics gets per-engine gauges labelled by engine id (credentials removed) and the list's staleness."""
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from acetwist.metrics import engine_metrics
+
+        secret = "http://user:pw@e9:6878"
+        self.answer_probes(E1, secret)
+        pool = self.pool([E1, secret], capacity=4)
+        self.reserve(pool, only=E1).commit(session(1))
+
+        class Collector:
+            def collect(self) -> Any:
+                return engine_metrics(pool)
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(Collector())  # type: ignore[arg-type]
+        text = generate_latest(registry).decode()
+        self.assertIn(f'acetwist_engine_sessions{{engine="{E1}"}} 1.0', text)
+        self.assertIn(f'acetwist_engine_capacity{{engine="{E1}"}} 4.0', text)
+        self.assertIn('acetwist_engine_healthy{engine="http://e9:6878"} 1.0', text)
+        self.assertIn("acetwist_engine_list_stale 0.0", text)
+        self.assertNotIn("pw@", text)
