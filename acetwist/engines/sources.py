@@ -166,8 +166,8 @@ class OrchestratorSource:
 
     def when_read(self) -> "Deferred[None]":
         """Fires once the first read ended (with a list or not), at once after that."""
-        if self.reads or self.failures:
-            return succeed(None)
+        if self.reads or self.failures or self._loop is None:
+            return succeed(None)  # read already, or not reading (not started, or stopped)
         d: Deferred[None] = Deferred(lambda d: self._waiting.remove(d) if d in self._waiting else None)
         self._waiting.append(d)
         return d
