@@ -197,6 +197,21 @@ class ProbeTests(PoolHarness):
         self.clock.advance(10)
         self.assertTrue(pool.healthy(E1))
 
+    def test_an_engine_back_is_used_at_the_first_request(self) -> None:
+        """With nothing eligible, a request probes unhealthy engines at once (at most once a second each) and uses one that answers."""
+        self.answer_probes(E1)
+        pool = self.pool([E1])
+        pool.connection_failed(E1)
+        self.http.refuse(E1 + PROBE_PATH)
+        self.clock.advance(1)
+        probes = len(self.http.sent(PROBE_PATH))
+        self.refused(pool, "id:1")
+        self.refused(pool, "id:2")
+        self.assertEqual(len(self.http.sent(PROBE_PATH)), probes + 1)
+        self.answer_probes(E1)
+        self.clock.advance(1)
+        self.assertEqual(self.reserve(pool, "id:3").engine_id, E1)
+
     def test_an_engine_down_from_the_start_is_never_chosen(self) -> None:
         """An engine whose probes are refused from the start takes no stream; the others take them all."""
         self.answer_probes(E1, E3)

@@ -40,6 +40,9 @@ log = Logger()
 
 RESERVED, COMMITTED, RELEASED = "reserved", "committed", "released"
 
+#: when no engine is eligible, an unhealthy one is probed again at a request if its last probe is this old (s)
+RECHECK_AFTER = 1.0
+
 
 @attr.s(auto_attribs=True, eq=False)
 class _Engine:
@@ -299,11 +302,14 @@ class EnginePool:
                     self._probe(entry)
                 continue
             was_healthy = entry.healthy
-            if record.url != entry.record.url:
+            moved = record.url != entry.record.url
+            if moved:
                 log.info("engine pool: engine {id} moved to {url}", id=record.id, url=redact_credentials(record.url))
                 entry.old_clients.append(entry.client)
                 entry.client = self.make_client(record.url)
                 entry.health = Health()
+                if self.trust_new_engines:
+                    entry.health.state = HEALTHY
                 if entry.probe is not None:
                     entry.probe.cancel()
             if not entry.listed:
@@ -312,7 +318,8 @@ class EnginePool:
             if entry.health.state == UNKNOWN and self._started:
                 self._probe(entry)
             if was_healthy and not entry.healthy:
-                self._unhealthy(entry, f"the orchestrator says {record.orchestrator_health}")
+                self._unhealthy(entry, "it moved to a new address" if moved
+                                else f"the orchestrator says {record.orchestrator_health}")
         for entry in list(self._engines.values()):
             if entry.id not in listed and entry.listed:
                 entry.listed = False
@@ -454,7 +461,7 @@ class EnginePool:
         self._check_running()
         if not rank(self._candidates(), exclude, only):
             await self.source.when_read()
-            await self._first_probes(only, exclude)
+            await self._probe_now(only, exclude)
         await self._read_loads()
         tried: Set[str] = set()
         while True:
@@ -496,11 +503,20 @@ class EnginePool:
         if self._stopped:
             raise EngineError(503, "the proxy is stopping", kind=ErrorKind.STOPPED)
 
-    async def _first_probes(self, only: Optional[str], exclude: FrozenSet[str]) -> None:
-        """Wait for the first probes of new engines that could take the stream (each has a deadline)."""
+    async def _probe_now(self, only: Optional[str], exclude: FrozenSet[str]) -> None:
+        """
+        Nothing is eligible: probe at once (and wait for, within the probe
+        deadline) every engine that could take the stream but for its
+        health: new engines not probed yet, and unhealthy ones not probed in
+        the last L{RECHECK_AFTER} seconds. So an engine back from a restart
+        takes streams again at the first request, not at the next probe round.
+        """
+        now = float(self.clock.seconds())
         waiting = [self._probe(e) for e in self._engines.values()
-                   if e.health.state == UNKNOWN and e.listed and not e.record.draining and e.id not in exclude
-                   and (only is None or e.id == only)]
+                   if not e.health.healthy and e.listed and not e.record.draining and e.id not in exclude
+                   and (only is None or e.id == only)
+                   and (e.probe is not None or e.health.last_probe is None
+                        or now - e.health.last_probe >= RECHECK_AFTER)]
         if waiting:
             await DeferredList(waiting, consumeErrors=True)
 
