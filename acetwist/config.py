@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Set, Tuple
 from urllib.parse import urlsplit
 
 import attr
@@ -70,6 +70,30 @@ def parse_engine_url(text: str) -> str:
     if parts.path not in ("", "/") or parts.query:
         raise ConfigError(f"{text!r}: give only scheme://host:port for the engine")
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def parse_engine_urls(text: str) -> Tuple[str, ...]:
+    """One or more engine URLs, comma-separated (a repeated C{--engine} arrives joined by commas)."""
+    urls = tuple(parse_engine_url(part) for part in text.split(",") if part.strip())
+    if not urls:
+        raise ConfigError(f"{text!r}: give at least one engine URL like http://127.0.0.1:6878")
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"{text!r}: an engine is listed twice")
+    return urls
+
+
+def parse_orchestrator_url(text: str) -> str:
+    """The orchestrator's base URL C{http[s]://host[:port][/path]}, without a trailing slash."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{text!r} is not an orchestrator URL like http://orchestrator:8000")
+    try:
+        parts.port
+    except ValueError as e:
+        raise ConfigError(f"{text!r}: {e}") from None
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{text!r}: give only scheme://host:port[/path] for the orchestrator")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 def parse_redis_url(text: str) -> str:
@@ -165,6 +189,8 @@ class OptionSpec:
     parse: Callable[[str], object]
     help: str
     aliases: Tuple[str, ...] = ()
+    #: the flag may be given more than once; its values are joined with commas
+    repeatable: bool = False
 
 
 #: The proxy's options. C{name} is the flag (C{--name}), the settings
@@ -173,7 +199,21 @@ class OptionSpec:
 OPTIONS: List[OptionSpec] = [
     OptionSpec("listen", "tcp:8080", parse_listen, "Endpoint to listen on (Twisted endpoint string, or acexy's :8080).",
                ("ACEXY_LISTEN_ADDR",)),
-    OptionSpec("engine", "http://127.0.0.1:6878", parse_engine_url, "AceStream engine base URL."),
+    OptionSpec("engine", "http://127.0.0.1:6878", parse_engine_urls,
+               "AceStream engine base URL; repeat the flag or separate URLs with commas for several engines"
+               " (not together with --orchestrator).", repeatable=True),
+    OptionSpec("orchestrator", None, parse_orchestrator_url,
+               "acestream-orchestrator base URL (http://orchestrator:8000): the engines come from its list"
+               " instead of --engine, and it hears stream_started / stream_ended events."),
+    OptionSpec("orchestrator-key", None, _text, "API key sent to the orchestrator (X-API-Key and Bearer)."),
+    OptionSpec("orchestrator-interval", "5", _positive(parse_duration),
+               "How often the orchestrator's engine list is read."),
+    OptionSpec("engine-max-streams", None, _count,
+               "Channels per engine (0: no limit). Default: the orchestrator's max_streams_per_engine, else 0."),
+    OptionSpec("engine-check-interval", "10", _positive(parse_duration),
+               "How often every engine is probed (get_version); two failed probes in a row make it unhealthy."),
+    OptionSpec("failover-timeout", "60", parse_duration,
+               "A channel whose engine failed looks this long for another eligible engine before giving up."),
     OptionSpec("redis", None, parse_redis_url,
                "Redis URL (redis://host:port/db) shared by every acetwist worker; omit for a single process."),
     OptionSpec("redis-prefix", "acetwist", parse_prefix, "Prefix of every Redis key acetwist writes."),
@@ -239,7 +279,17 @@ class Settings:
     """The proxy's validated settings (see L{OPTIONS} for meanings)."""
 
     listen: str
+    #: the first engine URL (what a single-engine setup uses)
     engine: str
+    #: every static engine URL, C{engine} first; empty when C{orchestrator} is set
+    engines: Tuple[str, ...]
+    orchestrator: Optional[str]
+    orchestrator_key: Optional[str]
+    orchestrator_interval: float
+    #: None when not given: the orchestrator's max_streams_per_engine applies, else no limit
+    engine_max_streams: Optional[int]
+    engine_check_interval: float
+    failover_timeout: float
     redis: Optional[str]
     redis_prefix: str
     worker_id: Optional[str]
@@ -284,6 +334,15 @@ class Settings:
         return resolve({}, {}).replace(**overrides)
 
     def replace(self, **changes: Any) -> "Settings":
+        """
+        A copy with C{changes}; C{engine} and C{engines} stay consistent (a
+        new C{engine} alone becomes the only static engine; new C{engines}
+        give C{engine} their first).
+        """
+        if "engine" in changes and "engines" not in changes:
+            changes["engines"] = (changes["engine"],)
+        elif changes.get("engines") and "engine" not in changes:
+            changes["engine"] = changes["engines"][0]
         return attr.evolve(self, **changes)
 
 
@@ -307,6 +366,7 @@ def resolve(flags: Mapping[str, Optional[str]], environ: Mapping[str, str]) -> S
     option and where its bad value came from.
     """
     values: Dict[str, object] = {}
+    given: Set[str] = set()
     for spec in OPTIONS:
         raw: Optional[str] = flags.get(spec.name)
         source = f"--{spec.name}"
@@ -321,6 +381,8 @@ def resolve(flags: Mapping[str, Optional[str]], environ: Mapping[str, str]) -> S
             raw, source = _acexy_engine(environ), "ACEXY_SCHEME/ACEXY_HOST/ACEXY_PORT"
         if raw is None:
             raw, source = spec.default, "default"
+        else:
+            given.add(spec.name if source != "ACEXY_SCHEME/ACEXY_HOST/ACEXY_PORT" else "acexy-engine")
         if raw is None:
             values[spec.name.replace("-", "_")] = None
             continue
@@ -328,14 +390,32 @@ def resolve(flags: Mapping[str, Optional[str]], environ: Mapping[str, str]) -> S
             values[spec.name.replace("-", "_")] = spec.parse(raw)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
+    engines = values.pop("engine")
+    assert isinstance(engines, tuple)
+    if values.get("orchestrator") is not None:
+        if "engine" in given:
+            raise ConfigError("give the engines with --engine or with --orchestrator, not both")
+        engines = ()  # acexy's ACEXY_HOST/PORT/SCHEME are ignored: the orchestrator lists the engines
+    values["engine"] = engines[0] if engines else _default_engine()
+    values["engines"] = engines
     settings = Settings(**values)  # type: ignore[arg-type]
-    _check_together(settings)
+    _check_together(settings, frozenset(given))
     return settings
 
 
-def _check_together(settings: "Settings") -> None:
+def _default_engine() -> str:
+    default = next(spec.default for spec in OPTIONS if spec.name == "engine")
+    assert default is not None
+    return parse_engine_url(default)
+
+
+def _check_together(settings: "Settings", given: FrozenSet[str] = frozenset()) -> None:
     """Limits between options: values that parse alone but would break the proxy later."""
     problems = []
+    if settings.orchestrator is None:
+        for name in ("orchestrator-key", "orchestrator-interval"):
+            if name in given:
+                problems.append(f"--{name} needs --orchestrator")
     if settings.lease < 1:
         problems.append("--lease must be at least 1 s (renewals happen every third of it)")
     if settings.heartbeat < 0.1 or settings.heartbeat > 10:

@@ -3,14 +3,43 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Iterator, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Tuple
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from acetwist.redact import redact_credentials
+
 if TYPE_CHECKING:
+    from acetwist.engines.api import IEnginePool
     from acetwist.web import ProxyApp
+
+#: per-engine gauges: (metric name, help, the status field it shows)
+_ENGINE_GAUGES = (
+    ("acetwist_engine_healthy", "1 if the engine is healthy (probes, and the orchestrator when used)", "healthy"),
+    ("acetwist_engine_load", "Streams counted on the engine (the largest count known, plus reservations)", "load"),
+    ("acetwist_engine_capacity", "Streams the engine may take (0: no limit)", "capacity"),
+    ("acetwist_engine_sessions", "This worker's running sessions on the engine", "sessions"),
+    ("acetwist_engine_reservations", "This worker's reservations on the engine not yet committed", "reservations"),
+    ("acetwist_engine_forwarded", "1 if the engine is forwarded (its P2P port is reachable)", "forwarded"),
+    ("acetwist_engine_draining", "1 if the orchestrator drains the engine", "draining"),
+    ("acetwist_engine_listed", "1 if the engine is in the current list (0: it left; no new streams)", "listed"),
+)
+
+
+def engine_metrics(pool: "IEnginePool") -> Iterator[Metric]:
+    """Per-engine gauges (labelled by engine id, credentials removed) and whether the engine list is stale."""
+    status = pool.status()
+    for name, text, field in _ENGINE_GAUGES:
+        gauge = GaugeMetricFamily(name, text, labels=["engine"])
+        for engine in status:
+            gauge.add_metric([redact_credentials(str(engine["id"]))], float(engine[field]))
+        yield gauge
+    source: Dict[str, Any] = pool.source_status()
+    yield GaugeMetricFamily("acetwist_engine_list_stale",
+                            "1 while the orchestrator cannot be read (the last list is used)",
+                            value=1.0 if source.get("stale") else 0.0)
 
 
 class _AppCollector:
@@ -43,6 +72,9 @@ class _AppCollector:
         for status, count in sorted(app.errors.items()):
             errors.add_metric([str(status)], count)
         yield errors
+        pool = getattr(app, "pool", None)
+        if pool is not None:
+            yield from engine_metrics(pool)
         yield CounterMetricFamily("acetwist_engine_json_calls", "Engine getstream calls", value=app.engine.json_calls)
         yield CounterMetricFamily("acetwist_engine_stop_calls", "Engine stop calls", value=app.engine.stop_calls)
         stats = getattr(app.coordinator, "stats", None)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional
 
 from twisted.application import strports
 from twisted.application.service import MultiService
@@ -31,19 +31,30 @@ class Options(usage.Options):
         "ACETWIST_<OPTION> in the environment (flags win); acexy's ACEXY_LISTEN_ADDR, ACEXY_HOST, "
         "ACEXY_PORT, ACEXY_SCHEME, ACEXY_EMPTY_TIMEOUT and ACEXY_NO_RESPONSE_TIMEOUT are honoured."
     )
-    optParameters = [[spec.name, None, None, _help(spec)] for spec in OPTIONS]
+    optParameters = [[spec.name, None, None, _help(spec)] for spec in OPTIONS if not spec.repeatable]
 
     def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
         super().__init__()
         self.environ = os.environ if environ is None else environ
         self.settings: Optional[Settings] = None
+        self.repeated: Dict[str, List[str]] = {spec.name: [] for spec in OPTIONS if spec.repeatable}
+
+    def opt_engine(self, value: str) -> None:
+        self.repeated["engine"].append(value)
+
+    opt_engine.__doc__ = _help(next(spec for spec in OPTIONS if spec.name == "engine"))
 
     def postOptions(self) -> None:
-        flags = {spec.name: self[spec.name] for spec in OPTIONS}
+        flags = {spec.name: (",".join(self.repeated[spec.name]) or None) if spec.repeatable else self[spec.name]
+                 for spec in OPTIONS}
         try:
             self.settings = resolve(flags, self.environ)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+
+
+assert all(hasattr(Options, "opt_" + spec.name.replace("-", "_")) for spec in OPTIONS if spec.repeatable), \
+    "a repeatable option needs its opt_ method"
 
 
 def makeService(options: Options, reactor: Optional[IReactor] = None) -> MultiService:

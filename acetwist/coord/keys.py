@@ -47,6 +47,15 @@ class Keys:
     def streams(self) -> str:
         return self._key("streams")
 
+    def engine_slots(self, engine_id: str) -> str:
+        """C{P:engine:E:slots}: a ZSET of an engine's reserved and committed slots, scored by expiry (ms)."""
+        return self._key("engine", engine_id, "slots")
+
+    @property
+    def engines(self) -> str:
+        """C{P:engines}: a ZSET of engine ids that have slots, scored by expiry (ms)."""
+        return self._key("engines")
+
     @property
     def since(self) -> str:
         """C{P:cluster:since}: when (Redis time, ms) the current data set began."""

@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from acetwist.coord.base import FollowGate, empty_view, field_text, record_dict
 from acetwist.coord.settings import CoordSettings
+from acetwist.engines.ledger import MemoryLedger, SlotTable
 from acetwist.interfaces import Block, ClientRecord, ICoordinator, IFollower, Lease
 
 log = Logger()
@@ -52,6 +53,8 @@ class MemoryCluster:
         self.workers: Dict[str, Tuple[Dict[str, Any], float]] = {}
         self.streams: Dict[str, float] = {}
         self.followers: Dict[str, Set["MemoryFollower"]] = {}
+        #: engine load slots, shared by every coordinator of this cluster (see L{engine_ledger})
+        self.engine_slots = SlotTable(clock)
         self._next_id = 0
 
     def now(self) -> float:
@@ -207,6 +210,10 @@ class MemoryCoordinator:
     def reclaim_margin(self) -> float:
         """See L{CoordSettings.reclaim_margin}."""
         return self.settings.reclaim_margin
+
+    def engine_ledger(self, committed_ttl: float = 30.0) -> MemoryLedger:
+        """The engine load ledger of this cluster (shared with every coordinator of it)."""
+        return MemoryLedger(self.clock, self.cluster.engine_slots, committed_ttl=committed_ttl)
 
     # ------------------------------------------------------------ lifecycle
 

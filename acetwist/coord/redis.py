@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
 
 import attr
 from twisted.internet import defer
@@ -54,6 +54,9 @@ from acetwist.coord.link import Link, observe
 from acetwist.coord.settings import RedisSettings
 from acetwist.coord.view import cluster_view, local_view
 from acetwist.interfaces import Block, ClientRecord, ICoordinator, Lease
+
+if TYPE_CHECKING:
+    from acetwist.coord.ledger import RedisLedger
 
 __all__ = ["RedisCoordinator", "RedisFollower", "RedisSettings", "CoordinatorUnavailable", "CountUnknown"]
 
@@ -141,6 +144,12 @@ class RedisCoordinator:
         out = self._commands.stats()
         out.update(followers=len(self._followers), connected=int(self._link.up), connects=self._link.connects)
         return out
+
+    def engine_ledger(self, committed_ttl: float = 30.0) -> "RedisLedger":
+        """The engine load ledger of this cluster, sent over this coordinator's connections."""
+        from acetwist.coord.ledger import RedisLedger
+
+        return RedisLedger(self._commands, self.keys, committed_ttl=committed_ttl)
 
     # ------------------------------------------------------------ lifecycle
 

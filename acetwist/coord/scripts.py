@@ -301,10 +301,63 @@ end
 return {workers, streams}
 """)
 
+# ---------------------------------------------------------------- engine load
+
+#: Take slot C{slot} on an engine when it has fewer than C{capacity} live
+#: slots (0: no limit), or refresh it if it is already there; the slot expires
+#: C{ttl_ms} from now. Answers C{{1, slots}} or C{{0, slots}}.
+ENGINE_RESERVE = Script("engine_reserve", lib=True, keys=("slots_key", "engines_key"),
+                        args=("engine", "slot", "capacity", "ttl_ms", "index_ttl_ms"), body="""
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', slots_key, '-inf', now)
+local n = redis.call('ZCARD', slots_key)
+local cap = tonumber(capacity)
+if not redis.call('ZSCORE', slots_key, slot) then
+  if cap > 0 and n >= cap then return {0, n} end
+  n = n + 1
+end
+local ttl = tonumber(ttl_ms)
+redis.call('ZADD', slots_key, now + ttl, slot)
+if redis.call('PTTL', slots_key) < ttl then redis.call('PEXPIRE', slots_key, ttl) end
+index(engines_key, engine, now + tonumber(index_ttl_ms), tonumber(index_ttl_ms))
+return {1, n}
+""")
+
+#: Write slot C{slot} (a running session's) to expire C{ttl_ms} from now,
+#: whether or not it was still there.
+ENGINE_COMMIT = Script("engine_commit", lib=True, keys=("slots_key", "engines_key"),
+                       args=("engine", "slot", "ttl_ms", "index_ttl_ms"), body="""
+local now = now_ms()
+local ttl = tonumber(ttl_ms)
+redis.call('ZADD', slots_key, now + ttl, slot)
+if redis.call('PTTL', slots_key) < ttl then redis.call('PEXPIRE', slots_key, ttl) end
+index(engines_key, engine, now + tonumber(index_ttl_ms), tonumber(index_ttl_ms))
+return 1
+""")
+
+#: C{{engine, live slots, ...}} for every engine in the index with live
+#: slots. Reads keys it
+#: is not given (standalone Redis only, like C{cluster_view}).
+ENGINE_LOADS = Script("engine_loads", lib=True, keys=("engines_key",), args=("prefix",), body="""
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', engines_key, '-inf', '(' .. now)
+local out = {}
+for _, e in ipairs(redis.call('ZRANGEBYSCORE', engines_key, now, '+inf')) do
+  local key = prefix .. ':engine:' .. e .. ':slots'
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local n = redis.call('ZCARD', key)
+  if n > 0 then
+    out[#out + 1] = e
+    out[#out + 1] = n
+  end
+end
+return out
+""")
+
 #: Every script, by name.
 SCRIPTS: Dict[str, Script] = {s.name: s for s in (
     CLAIM, RENEW, RELEASE, PUBLISH, STREAM_GONE, UPDATE_STREAM, FOLLOW_START, CLIENT_WRITE, CLIENT_LEFT,
-    CLIENT_COUNT, HEARTBEAT, FORGET_WORKER, CLUSTER_VIEW,
+    CLIENT_COUNT, HEARTBEAT, FORGET_WORKER, CLUSTER_VIEW, ENGINE_RESERVE, ENGINE_COMMIT, ENGINE_LOADS,
 )}
 
 

@@ -7,7 +7,7 @@ across a cluster.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Optional
 
 import attr
 from zope.interface import Attribute, Interface
@@ -57,6 +57,9 @@ class IReservation(Interface):
 class IEnginePool(Interface):
     """The engines a proxy may use, their health and load, and reservations on them."""
 
+    json_calls = Attribute("getstream calls made through every engine client, ever (int).")
+    stop_calls = Attribute("stop calls made through every engine client, ever (int).")
+
     def start() -> None:
         """Begin reading the engine list and probing engines."""
 
@@ -84,6 +87,19 @@ class IEnginePool(Interface):
 
     def status() -> List[Dict[str, Any]]:
         """Per engine: id, url, healthy, forwarded, draining, load, capacity, reservations, last error, last probe."""
+
+    def source_status() -> Dict[str, Any]:
+        """Where the engine list comes from and whether it is current (C{stale} while an orchestrator cannot be read)."""
+
+    def healthy(engine_id: str) -> bool:
+        """Engine C{engine_id} is known and healthy (its probes, and the orchestrator when there is one)."""
+
+    def on_unhealthy(callback: "Callable[[str], None]") -> "Callable[[], None]":
+        """
+        Call C{callback(engine_id)} whenever an engine becomes unhealthy (a
+        probe, a failed connection, the orchestrator); returns a function
+        that unsubscribes. Channels on that engine may move at once.
+        """
 
 
 class ILoadLedger(Interface):
