@@ -212,7 +212,7 @@ OPTIONS: List[OptionSpec] = [
                "Channels per engine (0: no limit). Default: the orchestrator's max_streams_per_engine, else 0."),
     OptionSpec("engine-check-interval", "10", _positive(parse_duration),
                "How often every engine is probed (get_version); two failed probes in a row make it unhealthy."),
-    OptionSpec("failover-timeout", "60", parse_duration,
+    OptionSpec("failover-timeout", "60", _positive(parse_duration),
                "A channel whose engine failed looks this long for another eligible engine before giving up."),
     OptionSpec("redis", None, parse_redis_url,
                "Redis URL (redis://host:port/db) shared by every acetwist worker; omit for a single process."),
@@ -243,8 +243,6 @@ OPTIONS: List[OptionSpec] = [
     OptionSpec("backoff", "1", _positive(parse_duration), "Recovery: first backoff delay, doubled per attempt (max 8 s)."),
     OptionSpec("recovery-first-byte-timeout", "20", _positive(parse_duration),
                "Recovery: deadline for data on each recovery attempt."),
-    OptionSpec("failover-timeout", "60", _positive(parse_duration),
-               "Recovery with several engines: how long to look for another eligible engine before giving up."),
     OptionSpec("ring-seconds", "10", _positive(parse_duration), "Seconds of stream history kept per channel."),
     OptionSpec("ring-bytes", "64MiB", parse_size, "Upper bound of the history kept per channel."),
     OptionSpec("block-size", "64KiB", parse_size,
@@ -308,7 +306,6 @@ class Settings:
     session_attempts: int
     backoff: float
     recovery_first_byte_timeout: float
-    failover_timeout: float
     ring_seconds: float
     ring_bytes: int
     block_size: int

@@ -72,11 +72,9 @@ class _AppCollector:
         for status, count in sorted(app.errors.items()):
             errors.add_metric([str(status)], count)
         yield errors
-        pool = getattr(app, "pool", None)
-        if pool is not None:
-            yield from engine_metrics(pool)
-        yield CounterMetricFamily("acetwist_engine_json_calls", "Engine getstream calls", value=app.engine.json_calls)
-        yield CounterMetricFamily("acetwist_engine_stop_calls", "Engine stop calls", value=app.engine.stop_calls)
+        yield from engine_metrics(app.pool)
+        yield CounterMetricFamily("acetwist_engine_json_calls", "Engine getstream calls", value=app.pool.json_calls)
+        yield CounterMetricFamily("acetwist_engine_stop_calls", "Engine stop calls", value=app.pool.stop_calls)
         stats = getattr(app.coordinator, "stats", None)
         if stats is not None:
             coord = GaugeMetricFamily("acetwist_coordinator", "Coordinator counters and gauges", labels=["name"])

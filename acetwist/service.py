@@ -21,7 +21,8 @@ from acetwist.ring import TSRing
 from acetwist.sink import ClientSink
 from acetwist.redact import redact_credentials
 from acetwist.registry import Registry
-from acetwist.upstream import EngineClient, Selector
+from acetwist.engines import make_pool
+from acetwist.upstream import Selector
 from acetwist.web import ProxyApp
 
 
@@ -56,7 +57,7 @@ class ProxyService(Service):
     """
     Owns everything behind the listening port. On stop, every channel is
     stopped (players closed, one engine C{stop} each) before the engine
-    client's connections are closed.
+    pool closes its engine clients.
     """
 
     log = Logger()
@@ -65,23 +66,17 @@ class ProxyService(Service):
         self.settings = settings
         self.reactor = reactor
         self.worker_id = settings.worker_id or default_worker_id()
-        self.engine = EngineClient(
-            reactor,
-            settings.engine,
-            json_timeout=settings.json_timeout,
-            connect_timeout=settings.connect_timeout,
-            stop_timeout=settings.stop_timeout,
-        )
         self.coordinator = coordinator or make_coordinator(settings, reactor, self.worker_id)
+        self.pool = make_pool(settings, reactor, self.coordinator)
         self.registry = Registry(self._make_channel, clock=reactor, make_sink=self._make_sink,
                                  max_channels=settings.max_channels, max_clients=settings.max_clients,
                                  failed_content_ttl=settings.failed_content_ttl)
-        self.app = ProxyApp(self.registry, settings, reactor, self.coordinator, self.engine)
+        self.app = ProxyApp(self.registry, settings, reactor, self.coordinator, self.pool)
 
     def _make_channel(self, selector: Selector, registry: Registry) -> Channel:
         return Channel(
             selector,
-            engine=self.engine,
+            pool=self.pool,
             settings=self.settings,
             clock=self.reactor,
             coordinator=self.coordinator,
@@ -103,14 +98,17 @@ class ProxyService(Service):
     def startService(self) -> None:
         super().startService()
         self.coordinator.start()
+        self.pool.start()
+        engines = self.settings.orchestrator or ", ".join(self.settings.engines)
         self.log.info(
-            "acetwist worker {worker} proxying engine {engine}", worker=self.worker_id,
-            engine=redact_credentials(self.settings.engine)
+            "acetwist worker {worker} proxying {what} {engines}", worker=self.worker_id,
+            what="the engines of orchestrator" if self.settings.orchestrator else "engine(s)",
+            engines=redact_credentials(engines),
         )
 
     @inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
         yield self.registry.stop_all("shutting down")
+        yield self.pool.stop()  # after the channels' stops; flushes orchestrator events, closes engine clients
         yield self.coordinator.stop()
-        yield self.engine.close()

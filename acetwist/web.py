@@ -33,6 +33,7 @@ from werkzeug.exceptions import NotFound
 
 from acetwist import __version__
 from acetwist.config import Settings
+from acetwist.engines.api import IEnginePool
 from acetwist.http import ConnectionStats, ProxySite, make_site
 from acetwist.metrics import render_metrics
 from acetwist.redact import redact_credentials, redact_session_url
@@ -160,12 +161,12 @@ class ProxyApp:
     app = Klein()
     log = Logger()
 
-    def __init__(self, registry: Registry, settings: Settings, clock: Any, coordinator: Any, engine: Any) -> None:
+    def __init__(self, registry: Registry, settings: Settings, clock: Any, coordinator: Any, pool: IEnginePool) -> None:
         self.registry = registry
         self.settings = settings
         self.clock = clock
         self.coordinator = coordinator
-        self.engine = engine
+        self.pool = pool
         self.started_at = clock.seconds()
         self.requests = 0
         self.errors: Dict[int, int] = {}
@@ -333,7 +334,7 @@ class ProxyApp:
             "version": __version__,
             "redacted": not secrets,
             "worker": self.coordinator.worker_id,
-            "engine": self.settings.engine if secrets else redact_credentials(self.settings.engine),
+            "engine": self._engine_summary(secrets),
             "uptime": round(now - self.started_at, 3),
             "channels": channels,
             "totals": {
@@ -343,12 +344,30 @@ class ProxyApp:
                 "bytes_out": sum(c["bytes_out"] for c in channels),
                 "requests": self.requests,
                 "errors": {str(k): v for k, v in sorted(self.errors.items())},
-                "engine_json_calls": self.engine.json_calls,
-                "engine_stop_calls": self.engine.stop_calls,
+                "engine_json_calls": self.pool.json_calls,
+                "engine_stop_calls": self.pool.stop_calls,
             },
+            "engines": self._engines(secrets),
+            "engine_source": self.pool.source_status(),
             "coordinator": dict(getattr(self.coordinator, "stats", dict)(), backend=getattr(self.coordinator, "backend", "")),
             "http": self.connections.status(),
         }
+
+    def _engine_summary(self, secrets: bool) -> Optional[str]:
+        """The engine for a single static engine (acexy's shape); None with several or an orchestrator."""
+        engines = self.settings.engines
+        if self.settings.orchestrator or len(engines) != 1:
+            return None
+        return engines[0] if secrets else redact_credentials(engines[0])
+
+    def _engines(self, secrets: bool) -> List[Dict[str, Any]]:
+        engines = self.pool.status()
+        if not secrets:
+            for engine in engines:
+                for name in ("id", "url"):
+                    if isinstance(engine.get(name), str):
+                        engine[name] = redact_credentials(engine[name])
+        return engines
 
     @app.route("/healthz", strict_slashes=False)
     def healthz(self, request: IRequest) -> bytes:

@@ -288,3 +288,22 @@ class FailoverTests(SynchronousTestCase):
         self.clock.advance(4.0)
         self.a.refuse(EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
         self.assertEqual([e.kind for e in self.failures], [ErrorKind.LOST])
+
+    def test_a_live_channel_leaves_an_engine_its_probes_call_unhealthy(self) -> None:
+        """When the pool says the engine became unhealthy, a live channel moves to the other engine at once."""
+        self.go_live_on_a()
+        self.pool.mark_down("a")
+        self.clock.advance(0)
+        self.assertTrue(self.a.readers[-1].stopped)
+        self.assertEqual(self.b.json_calls, 1)
+        self.b.answer()
+        self.assertEqual(self.source.engine_id, "b")
+
+    def test_the_fakes_provide_the_pool_interfaces(self) -> None:
+        """FakePool and its reservations provide IEnginePool and IReservation."""
+        from zope.interface.verify import verifyObject
+
+        from acetwist.engines.api import IEnginePool, IReservation
+
+        self.assertTrue(verifyObject(IEnginePool, self.pool))
+        self.assertTrue(verifyObject(IReservation, self.successResultOf(self.pool.reserve("k"))))

@@ -67,6 +67,9 @@ class _Inputs(Protocol):
     def block_cut(self) -> None:
         """The ring cut a block from our data."""
 
+    def engine_unhealthy(self, engine_id: str) -> None:
+        """The pool says engine C{engine_id} became unhealthy."""
+
     def _opened(self, granted: Granted) -> None: ...
 
     def _open_failed(self, error: EngineError, engine_id: Optional[str]) -> None: ...
@@ -286,7 +289,8 @@ def _build() -> Callable[[EngineCore], _Inputs]:
 
     @opening.upon(_Inputs._open_failed).to(deciding)
     def open_failed(m: _Inputs, s: EngineCore, o: _Open, error: EngineError, engine_id: Optional[str]) -> None:
-        down = note_unreachable(s, error, engine_id)
+        down = note_unreachable(s, error, engine_id) or (
+            error.kind is ErrorKind.LIMIT and s.current is not None and not s.pool.healthy(s.current.engine_id))
         if s.fallback is not None:
             # our own call failed, but another channel handed us a live session: use it
             granted, s.fallback = s.fallback, None
@@ -358,6 +362,18 @@ def _build() -> Callable[[EngineCore], _Inputs]:
         else:
             climb(m, s, end.error, down)
 
+    @reading.upon(_Inputs.engine_unhealthy).loop()
+    def engine_unhealthy(m: _Inputs, s: EngineCore, a: _Attempt, engine_id: str) -> None:
+        current = s.current
+        if current is None or current.engine_id != engine_id or not s.pool.can_fail_over(engine_id):
+            return
+        # the engine this stream runs on is failing: move to another one at once
+        s.log.warn("{key}: engine {engine} became unhealthy; moving", key=s.key, engine=engine_id)
+        read = a.reader.bytes_read if a.reader is not None else 0
+        a.ended(PlaybackEnd(f"engine {engine_id} became unhealthy", read,
+                            EngineError(503, f"engine {engine_id} is unhealthy", kind=ErrorKind.UNREACHABLE)))
+        a.abandon()
+
     @reading.upon(_Inputs.adopt).to(deciding)
     def adopt_while_reading(m: _Inputs, s: EngineCore, a: _Attempt, granted: Granted) -> None:
         a.abandon()
@@ -403,6 +419,8 @@ def _build() -> Callable[[EngineCore], _Inputs]:
     # a block cut from data read before the wait (the ring's flush timer) changes nothing
     for state in (idle, opening, deciding, waiting, stopped):
         state.upon(_Inputs.block_cut).loop().returns(None)
+        # an engine that fails while the source is not reading is found out by the next rung
+        state.upon(_Inputs.engine_unhealthy).loop().returns(None)
 
     # ---------------------------------------------------------------- stopped
     @stopped.upon(_Inputs._opened).loop()
@@ -485,6 +503,7 @@ class EngineSource:
     def __init__(self, core: EngineCore) -> None:
         self.core = core
         self._machine = _EngineMachine(core)
+        self._unsubscribe = core.pool.on_unhealthy(weakly(self._machine.engine_unhealthy))
 
     @property
     def phase(self) -> str:
@@ -509,10 +528,12 @@ class EngineSource:
 
     def stop(self) -> None:
         """The channel ended: stop reading and stop the engine session."""
+        self._unsubscribe()
         self._machine.stop(True)
 
     def abandon(self) -> None:
         """Another worker owns the stream now: stop reading, leave its session alone."""
+        self._unsubscribe()
         self._machine.stop(False)
 
     def adopt(self, granted: Granted) -> None:

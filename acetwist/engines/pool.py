@@ -451,6 +451,9 @@ class EnginePool:
     def eligible(self, exclude: FrozenSet[str] = frozenset()) -> bool:
         return bool(rank(self._candidates(), exclude))
 
+    def can_fail_over(self, engine_id: str) -> bool:
+        return any(known != engine_id for known in self._engines)
+
     # ------------------------------------------------------------ reservations
 
     def reserve(self, stream_key: str, only: Optional[str] = None,

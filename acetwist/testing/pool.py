@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
@@ -47,11 +47,11 @@ class FakePool:
     def __init__(self, *engines: Tuple[str, FakeEngine], capacity: int = 0) -> None:
         self.engines: Dict[str, FakeEngine] = dict(engines) or {"engine-a": FakeEngine()}
         self.capacity = capacity
-        self.down: set = set()
+        self.down: Set[str] = set()
         self.reservations: List[FakeReservation] = []
         self.events: List[Tuple[str, str, str]] = []
         self.failures: List[str] = []
-        self.pending: Optional[List["Deferred[IReservation]"]] = None
+        self.watchers: List[Callable[[str], None]] = []
 
     @classmethod
     def of(cls, engine: FakeEngine) -> "FakePool":
@@ -84,8 +84,32 @@ class FakePool:
         self.reservations.append(reservation)
         return succeed(reservation)
 
+    @property
+    def json_calls(self) -> int:
+        return sum(e.json_calls for e in self.engines.values())
+
+    @property
+    def stop_calls(self) -> int:
+        return sum(e.stop_calls for e in self.engines.values())
+
     def connection_failed(self, engine_id: str) -> None:
         self.failures.append(engine_id)
+
+    def healthy(self, engine_id: str) -> bool:
+        return engine_id in self.engines and engine_id not in self.down
+
+    def mark_down(self, engine_id: str) -> None:
+        """The engine's probes fail: it becomes unhealthy, and every watcher hears it."""
+        self.down.add(engine_id)
+        for watcher in list(self.watchers):
+            watcher(engine_id)
+
+    def on_unhealthy(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        self.watchers.append(callback)
+        return lambda: self.watchers.remove(callback) if callback in self.watchers else None
+
+    def source_status(self) -> Dict[str, Any]:
+        return {"source": "static", "stale": False}
 
     def eligible(self, exclude: FrozenSet[str] = frozenset()) -> bool:
         return bool(self._candidates(None, exclude))
