@@ -212,7 +212,7 @@ OPTIONS: List[OptionSpec] = [
                "Channels per engine (0: no limit). Default: the orchestrator's max_streams_per_engine, else 0."),
     OptionSpec("engine-check-interval", "10", _positive(parse_duration),
                "How often every engine is probed (get_version); two failed probes in a row make it unhealthy."),
-    OptionSpec("failover-timeout", "60", _positive(parse_duration),
+    OptionSpec("failover-timeout", "60", parse_duration,
                "A channel whose engine failed looks this long for another eligible engine before giving up."),
     OptionSpec("redis", None, parse_redis_url,
                "Redis URL (redis://host:port/db) shared by every acetwist worker; omit for a single process."),

@@ -22,6 +22,7 @@ from acetwist.sink import ClientSink
 from acetwist.redact import redact_credentials
 from acetwist.registry import Registry
 from acetwist.engines import make_pool
+from acetwist.engines.api import IEnginePool
 from acetwist.upstream import Selector
 from acetwist.web import ProxyApp
 
@@ -62,12 +63,13 @@ class ProxyService(Service):
 
     log = Logger()
 
-    def __init__(self, settings: Settings, reactor: Any, coordinator: Optional[ICoordinator] = None) -> None:
+    def __init__(self, settings: Settings, reactor: Any, coordinator: Optional[ICoordinator] = None,
+                 pool: Optional[IEnginePool] = None) -> None:
         self.settings = settings
         self.reactor = reactor
         self.worker_id = settings.worker_id or default_worker_id()
         self.coordinator = coordinator or make_coordinator(settings, reactor, self.worker_id)
-        self.pool = make_pool(settings, reactor, self.coordinator)
+        self.pool: IEnginePool = pool or make_pool(settings, reactor, self.coordinator)
         self.registry = Registry(self._make_channel, clock=reactor, make_sink=self._make_sink,
                                  max_channels=settings.max_channels, max_clients=settings.max_clients,
                                  failed_content_ttl=settings.failed_content_ttl)

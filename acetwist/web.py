@@ -328,7 +328,8 @@ class ProxyApp:
             for channel in channels:
                 for name in SESSION_URLS:
                     channel[name] = redact_session_url(channel.get(name))
-                channel["engine"] = redact_credentials(channel["engine"])
+                if isinstance(channel["engine"], str):
+                    channel["engine"] = redact_credentials(channel["engine"])
         now = self.clock.seconds()
         return {
             "version": __version__,

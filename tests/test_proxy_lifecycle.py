@@ -50,7 +50,7 @@ class GraceTests(SimulatorProxyTestCase):
         yield other.done
         self.assertCleanTS(other)
         yield wait_for(self.reactor, lambda: self.counters()["stop_calls"] >= 1 or
-                       self.proxy.service.engine.stop_calls >= 1, timeout=5)
+                       self.proxy.service.pool.stop_calls >= 1, timeout=5)
 
 
 class _ProcessWatcher(protocol.ProcessProtocol):

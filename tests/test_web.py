@@ -57,7 +57,7 @@ class RouteTests(SynchronousTestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["video/mp2t"])
         self.assertEqual(response.headers.getRawHeaders("accept-ranges"), ["none"])
-        self.assertEqual(self.service.engine.json_calls, 0)
+        self.assertEqual(self.service.pool.json_calls, 0)
         self.assertEqual(self.service.registry.channels(), [])
 
     def test_other_methods_get_405(self) -> None:
@@ -72,7 +72,7 @@ class RouteTests(SynchronousTestCase):
         response, body = self.request("GET", "/ace/getstream?id=nothex")
         self.assertEqual(response.code, 400)
         self.assertEqual(json.loads(body)["status"], 400)
-        self.assertEqual(self.service.engine.json_calls, 0)
+        self.assertEqual(self.service.pool.json_calls, 0)
 
     def test_ace_status_counts_streams_and_404s_unknown_ones(self) -> None:
         """/ace/status has acexy's shape; an unknown stream is 404."""

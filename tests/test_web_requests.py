@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from acetwist.config import Settings
 from acetwist.service import ProxyService
+from acetwist.testing import FakePool
 from tests.fakes import FakeCoordinator, FakeEngine
 
 ID = "0123456789abcdef0123456789abcdef01234567"
@@ -19,11 +20,10 @@ READ_ROUTES = ("/status", "/metrics", "/healthz", "/ace/status")
 class RequestTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.service = ProxyService(Settings.defaults(engine="http://127.0.0.1:9"), self.clock,
-                                    coordinator=FakeCoordinator())  # type: ignore[arg-type]
         self.engine = FakeEngine()
-        self.service.engine = self.engine  # type: ignore[assignment]
-        self.service.app.engine = self.engine
+        self.service = ProxyService(Settings.defaults(engine="http://127.0.0.1:9"), self.clock,
+                                    coordinator=FakeCoordinator(),  # type: ignore[arg-type]
+                                    pool=FakePool(("http://127.0.0.1:9", self.engine)))
         self.treq = StubTreq(self.service.app.resource())
 
     def request(self, method: str, path: str, **kw: Any) -> Tuple[Any, bytes]:

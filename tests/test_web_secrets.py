@@ -15,6 +15,7 @@ from acetwist.http import access_log_line
 from acetwist.redact import redact_credentials, redact_session_url, redact_uri
 from acetwist.service import ProxyService
 from acetwist.upstream import EngineSession, Selector
+from acetwist.testing import FakePool
 from tests.fakes import FakeCoordinator, FakeEngine, FakeSink
 
 ID = "0123456789abcdef0123456789abcdef01234567"
@@ -78,11 +79,9 @@ class StatusSecretsTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.service = ProxyService(Settings.defaults(engine=ENGINE), self.clock,
-                                    coordinator=FakeCoordinator())  # type: ignore[arg-type]
         self.engine = FakeEngine()
-        self.service.engine = self.engine  # type: ignore[assignment]
-        self.service.app.engine = self.engine
+        self.service = ProxyService(Settings.defaults(engine=ENGINE), self.clock,
+                                    coordinator=FakeCoordinator(), pool=FakePool((ENGINE, self.engine)))  # type: ignore[arg-type]
         channel = self.service.registry.channel_for(Selector("id", ID))
         channel.add_client(FakeSink(), ClientInfo("c", "127.0.0.1", "test", 0.0))  # type: ignore[arg-type]
         channel.start()

@@ -118,5 +118,10 @@ class FakePool:
         return any(i != engine_id for i in self.engines)
 
     def status(self) -> List[Dict[str, Any]]:
-        return [{"id": i, "url": e.base_url, "healthy": i not in self.down, "load": self.load(i)}
+        """The fields the real pool's status has (see L{acetwist.engines.pool.EnginePool.status})."""
+        return [{"id": i, "url": e.base_url, "name": "", "healthy": i not in self.down, "probe": "ok",
+                 "orchestrator_health": "healthy", "forwarded": False, "draining": False, "listed": True,
+                 "load": self.load(i), "capacity": self.capacity, "sessions": self.load(i), "reservations": 0,
+                 "cluster_load": self.load(i), "stream_count": 0, "last_error": None, "last_probe": None,
+                 "last_chosen": None}
                 for i, e in sorted(self.engines.items())]
