@@ -35,8 +35,19 @@ def is_connection_failure(failure: Failure) -> bool:
     )
 
 
+def could_not_connect(failure: Failure) -> bool:
+    """
+    No connection could be made at all (refused, timed out, no route, no
+    name): the engine itself is down, as opposed to a connection it accepted
+    and then dropped (as an engine does to a session it superseded).
+    """
+    return bool(failure.check(net_error.ConnectError, net_error.DNSLookupError, net_error.ConnectingCancelledError))
+
+
 def unreachable(failure: Failure) -> EngineError:
     """The error for a call that failed as L{is_connection_failure} says: unreachable, retry after 5 s."""
     assert failure.type is not None
-    return EngineError(503, f"engine unreachable: {failure.type.__name__}", retry_after=5,
-                       kind=ErrorKind.UNREACHABLE)
+    error = EngineError(503, f"engine unreachable: {failure.type.__name__}", retry_after=5,
+                        kind=ErrorKind.UNREACHABLE)
+    error.engine_down = could_not_connect(failure)
+    return error

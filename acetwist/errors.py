@@ -95,6 +95,9 @@ class EngineError(Exception):
         self.message = message
         self.retry_after = retry_after
         self.kind: ErrorKind = kind if kind is not None else kind_for_status(status)
+        #: no connection to the engine could be made at all (it is down), as opposed to a
+        #: connection it accepted and then dropped (as it does to a session it superseded)
+        self.engine_down = False
 
     @property
     def definitive(self) -> bool:
@@ -103,7 +106,9 @@ class EngineError(Exception):
 
     def copy(self) -> "EngineError":
         """A new error like this one (to raise again without growing this one's traceback)."""
-        return EngineError(self.status, self.message, self.retry_after, kind=self.kind)
+        copy = EngineError(self.status, self.message, self.retry_after, kind=self.kind)
+        copy.engine_down = self.engine_down
+        return copy
 
     def __repr__(self) -> str:
         retry = f", retry_after={self.retry_after}" if self.retry_after is not None else ""

@@ -190,6 +190,13 @@ class EngineSourceTests(SynchronousTestCase):
         self.assertEqual(len(self.engine.readers), 1)
 
 
+def refused_connection() -> EngineError:
+    """What a call to a dead engine fails with: no connection could be made."""
+    error = EngineError(503, "engine unreachable: ConnectionRefusedError", retry_after=5, kind=ErrorKind.UNREACHABLE)
+    error.engine_down = True
+    return error
+
+
 class FailoverTests(SynchronousTestCase):
     """Two engines: the ladder's last rung moves the channel to the other one."""
 
@@ -218,7 +225,7 @@ class FailoverTests(SynchronousTestCase):
         self.go_live_on_a()
         self.a.readers[-1].end("cut")
         self.clock.advance(1.0)
-        self.a.readers[-1].end("refused", EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        self.a.readers[-1].end("refused", refused_connection())
         self.clock.advance(0)
         self.assertEqual(self.pool.failures, ["a"])
         self.assertEqual(self.b.json_calls, 1)
@@ -246,7 +253,7 @@ class FailoverTests(SynchronousTestCase):
         """While the other engine is down the source looks again with backoff, and gives up after --failover-timeout."""
         self.go_live_on_a()
         self.pool.down.add("b")
-        self.a.readers[-1].end("refused", EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        self.a.readers[-1].end("refused", refused_connection())
         self.clock.advance(15.0)
         self.assertEqual((self.failures, self.b.json_calls), ([], 0))
         self.pool.down.discard("b")
@@ -259,7 +266,7 @@ class FailoverTests(SynchronousTestCase):
         """With every other engine down past the failover timeout, players get the lost-stream error."""
         self.go_live_on_a()
         self.pool.down.add("b")
-        self.a.readers[-1].end("refused", EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        self.a.readers[-1].end("refused", refused_connection())
         for _ in range(10):
             self.clock.advance(8.0)
         self.assertEqual([e.kind for e in self.failures], [ErrorKind.LOST])
@@ -267,11 +274,20 @@ class FailoverTests(SynchronousTestCase):
     def test_an_unreachable_engine_before_any_data_is_replaced_at_once(self) -> None:
         """A first session refused by a dead engine is asked of the other engine instead of failing the players."""
         self.source.start()
-        self.a.refuse(EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        self.a.refuse(refused_connection())
         self.assertEqual(self.failures, [])
         self.assertEqual(self.b.json_calls, 1)
         self.b.answer()
         self.assertEqual(self.source.engine_id, "b")
+
+    def test_a_dropped_connection_does_not_make_the_engine_unhealthy(self) -> None:
+        """A read the engine accepted and dropped (as it does to a superseded session) is not reported as a dead engine."""
+        self.go_live_on_a()
+        self.a.readers[-1].end("dropped", EngineError(503, "engine unreachable: ResponseNeverReceived",
+                                                      kind=ErrorKind.UNREACHABLE))
+        self.assertEqual(self.pool.failures, [])
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.a.readers), 2)  # the ladder re-reads the same engine
 
     def test_one_engine_alone_gives_up_as_before(self) -> None:
         """A pool of one engine has no failover rung: every rung failing gives up without waiting."""
@@ -281,12 +297,12 @@ class FailoverTests(SynchronousTestCase):
                                               on_recovering=lambda: None, on_failed=self.failures.append,
                                               key="id:" + ID))
         self.go_live_on_a()
-        self.a.readers[-1].end("refused", EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        self.a.readers[-1].end("refused", refused_connection())
         for delay in (1.0, 2.0):
             self.clock.advance(delay)
-            self.a.readers[-1].end("refused", EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+            self.a.readers[-1].end("refused", refused_connection())
         self.clock.advance(4.0)
-        self.a.refuse(EngineError(503, "engine unreachable", kind=ErrorKind.UNREACHABLE))
+        self.a.refuse(refused_connection())
         self.assertEqual([e.kind for e in self.failures], [ErrorKind.LOST])
 
     def test_a_live_channel_leaves_an_engine_its_probes_call_unhealthy(self) -> None:

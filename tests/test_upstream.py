@@ -351,8 +351,11 @@ class ConnectionFailureTests(TestCase):
         client = self.client(url)
         error = yield self.open_error(client)
         self.assertEqual((error.kind, error.status, error.retry_after), (ErrorKind.UNREACHABLE, 503, 5))
+        self.assertTrue(error.engine_down)  # no connection at all: the engine is down
         end = yield self.read_end(client, f"{url}/ace/r/ab/cd")
         self.assertIs(end.kind, ErrorKind.UNREACHABLE)
+        assert end.error is not None
+        self.assertTrue(end.error.engine_down)
 
     @inlineCallbacks
     def test_server_closing_without_an_answer_is_unreachable(self) -> Any:
@@ -363,6 +366,7 @@ class ConnectionFailureTests(TestCase):
         self.assertTrue(is_connection_failure(failure))
         error = yield self.open_error(self.client(url))
         self.assertIs(error.kind, ErrorKind.UNREACHABLE)
+        self.assertFalse(error.engine_down)  # it accepted the connection: alive, if unhelpful
         end = yield self.read_end(self.client(url), f"{url}/ace/r/ab/cd")
         self.assertIs(end.kind, ErrorKind.UNREACHABLE)
         self.assertEqual(end.bytes_read, 0)

@@ -370,8 +370,9 @@ def _build() -> Callable[[EngineCore], _Inputs]:
         # the engine this stream runs on is failing: move to another one at once
         s.log.warn("{key}: engine {engine} became unhealthy; moving", key=s.key, engine=engine_id)
         read = a.reader.bytes_read if a.reader is not None else 0
-        a.ended(PlaybackEnd(f"engine {engine_id} became unhealthy", read,
-                            EngineError(503, f"engine {engine_id} is unhealthy", kind=ErrorKind.UNREACHABLE)))
+        error = EngineError(503, f"engine {engine_id} is unhealthy", kind=ErrorKind.UNREACHABLE)
+        error.engine_down = True
+        a.ended(PlaybackEnd(f"engine {engine_id} became unhealthy", read, error))
         a.abandon()
 
     @reading.upon(_Inputs.adopt).to(deciding)
@@ -465,7 +466,7 @@ def _build() -> Callable[[EngineCore], _Inputs]:
 
     def note_unreachable(s: EngineCore, error: Optional[EngineError], engine_id: Optional[str]) -> bool:
         """Tell the pool about an engine that refused connections; True when the channel should move."""
-        if error is not None and error.kind is ErrorKind.UNREACHABLE and engine_id:
+        if error is not None and error.kind is ErrorKind.UNREACHABLE and error.engine_down and engine_id:
             s.pool.connection_failed(engine_id)
             return True
         return False
