@@ -30,7 +30,7 @@ from acetwist.channel.roster import ClientInfo, Roster
 from acetwist.channel.weak import weakly
 from acetwist.config import Settings
 from acetwist.engines.api import IEnginePool
-from acetwist.errors import EngineError
+from acetwist.errors import EngineError, ErrorKind
 from acetwist.interfaces import Block, ICoordinator, ISink, Lease
 from acetwist.ring import TSRing
 from acetwist.upstream import EngineSession, Selector, stream_key
@@ -39,6 +39,10 @@ from acetwist.upstream import EngineSession, Selector, stream_key
 #: stream; if so the registry hands this channel's players to it and returns True
 OnCanonical = Callable[["Channel", str, Granted], bool]
 
+#: asks the registry to hand the channel's players to the channel for another
+#: key (the cluster owns the stream under that key); an error if it cannot
+OnRedirect = Callable[["Channel", str], Optional[EngineError]]
+
 
 class Channel:
     """
@@ -46,6 +50,8 @@ class Channel:
 
     @ivar on_gone: called once when the channel ends, so the registry forgets it.
     @ivar on_canonical: see L{OnCanonical}.
+    @ivar on_redirect: see L{OnRedirect}; without it a redirected channel
+        fails with a 503.
     """
 
     log = Logger()
@@ -60,6 +66,7 @@ class Channel:
         coordinator: ICoordinator,
         on_gone: Callable[["Channel"], None],
         on_canonical: OnCanonical,
+        on_redirect: Optional[OnRedirect] = None,
     ) -> None:
         self.selector = selector
         self.key = selector.key
@@ -69,6 +76,7 @@ class Channel:
         self.coordinator = coordinator
         self.on_gone = on_gone
         self.on_canonical = on_canonical
+        self.on_redirect = on_redirect
         self.ring = TSRing(
             clock,
             block_size=max(settings.block_size, 188),
@@ -233,7 +241,8 @@ class Channel:
         watch = OwnerWatch(
             WatchCore(self.key, self.coordinator, self.clock, interval=min(max(self.settings.lease / 2, 0.05), 1.0),
                       patience=self.settings.lease / 3 + self.coordinator.reclaim_margin,
-                      wanted=weakly(self._has_players, False), on_takeover=weakly(lifecycle._took_over))
+                      wanted=weakly(self._has_players, False), on_takeover=weakly(lifecycle._took_over),
+                      on_redirect=weakly(lifecycle._redirected))
         )
         self._role = following = Following(source, watch, self._heartbeat_loop())
         source.start()
@@ -252,6 +261,13 @@ class Channel:
         following.source.stop()
         following.watch.stop()
         following.heartbeat.stop()
+
+    def _redirect(self, key: str) -> Optional[EngineError]:
+        """Our claim was redirected to C{key}, the same stream owned elsewhere: our players go to its channel."""
+        self.log.info("{key} is owned as {other} in the cluster; its players go there", key=self.key, other=key)
+        if self.on_redirect is None:
+            return EngineError(503, f"{self.key} is served as {key}", retry_after=2, kind=ErrorKind.CLUSTER)
+        return self.on_redirect(self, key)
 
     def _teardown(self, error: Optional[EngineError], reason: str = "") -> None:
         """The one way out: players ended, the grace and the ring closed, the registry told."""

@@ -1,6 +1,9 @@
 """
 The channel's own lifecycle: C{claiming -> owning | following -> stopped |
-failed}, and C{owning <-> following} when the lease changes hands.
+failed}, and C{owning <-> following} when the lease changes hands. A claim
+(the first one, or a follower's takeover) answered with a L{Redirect} (the
+stream is owned under another key) ends the channel after its players moved
+to the channel for that key.
 
 Owning's data is the lease holder, the engine source and the heartbeat;
 following's is the mirror source, the owner watch and the heartbeat. The
@@ -20,7 +23,7 @@ from acetwist.channel.engine_source import EngineSource
 from acetwist.channel.lease import ILeaseHolder, LeaseCore
 from acetwist.channel.mirror_source import MirrorSource, OwnerWatch
 from acetwist.errors import EngineError, ErrorKind
-from acetwist.interfaces import ICoordinator, Lease
+from acetwist.interfaces import ClaimResult, ICoordinator, Lease, Redirect
 
 
 @dataclass
@@ -55,6 +58,9 @@ class ChannelParts(Protocol):
 
     def _teardown(self, error: Optional[EngineError], reason: str = "") -> None:
         """The one way out."""
+
+    def _redirect(self, key: str) -> Optional[EngineError]:
+        """Hand the players to the channel for C{key}, the same stream; the error to end with if that cannot be."""
 
 
 @dataclass
@@ -93,6 +99,18 @@ class Lifecycle(Protocol):
 
     def _took_over(self, lease: Lease) -> None: ...
 
+    def _redirected(self, key: str) -> None: ...
+
+
+def on_claimed(m: Lifecycle, result: ClaimResult) -> None:
+    """Feed a claim's answer to the lifecycle."""
+    if isinstance(result, Lease):
+        m._won(result)
+    elif isinstance(result, Redirect):
+        m._redirected(result.key)
+    else:
+        m._lost()
+
 
 def _build() -> Callable[[LifecycleCore], Lifecycle]:
     machine = TypeMachineBuilder(Lifecycle, LifecycleCore)
@@ -113,7 +131,7 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
     @idle.upon(Lifecycle.start).to(claiming)
     def claim(m: Lifecycle, c: LifecycleCore) -> None:
         c.coordinator.claim(c.key).addCallbacks(
-            lambda lease: m._won(lease) if lease is not None else m._lost(),
+            lambda result: on_claimed(m, result),
             lambda f: m._claim_failed(
                 EngineError(503, f"cluster unavailable: {f.getErrorMessage()}", retry_after=2, kind=ErrorKind.CLUSTER)
             ),
@@ -128,6 +146,10 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
     def claim_failed(m: Lifecycle, c: LifecycleCore, error: EngineError) -> None:
         c.channel._teardown(error)
 
+    @claiming.upon(Lifecycle._redirected).to(stopped)
+    def redirected(m: Lifecycle, c: LifecycleCore, key: str) -> None:
+        c.channel._teardown(c.channel._redirect(key), f"the same stream as {key}, owned by another worker")
+
     @idle.upon(Lifecycle.stop).to(stopped)
     @claiming.upon(Lifecycle.stop).to(stopped)
     def stop_unclaimed(m: Lifecycle, c: LifecycleCore, reason: str) -> None:
@@ -137,6 +159,7 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
 
     # ---------------------------------------------------------------- owning
     owning.upon(Lifecycle.start).loop().returns(None)
+    owning.upon(Lifecycle._redirected).loop().returns(None)  # an owner's re-claims never follow aliases
 
     @owning.upon(Lifecycle._demoted).to(following)
     def demoted(m: Lifecycle, c: LifecycleCore, o: Owning) -> None:
@@ -168,6 +191,12 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
         f.source.stop()
         f.heartbeat.stop()
 
+    @following.upon(Lifecycle._redirected).to(stopped)
+    def redirected_following(m: Lifecycle, c: LifecycleCore, f: Following, key: str) -> None:
+        # the owner vanished and the stream is owned under another key now (it deferred to that key's owner)
+        c.channel._unfollow(f)
+        c.channel._teardown(c.channel._redirect(key), f"the same stream as {key}, owned by another worker")
+
     @following.upon(Lifecycle.stop).to(stopped)
     def stop_following(m: Lifecycle, c: LifecycleCore, f: Following, reason: str) -> None:
         c.channel._unfollow(f)
@@ -190,6 +219,7 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
         end.upon(Lifecycle.fail).loop().returns(None)
         for call in (Lifecycle.start, Lifecycle.handed_over, Lifecycle._lost, Lifecycle._demoted):
             end.upon(call).loop().returns(None)
+        end.upon(Lifecycle._redirected).loop().returns(None)
         end.upon(Lifecycle._claim_failed).loop().returns(None)
 
     return machine.build()

@@ -29,9 +29,9 @@ class FakeCoordinator:
     A programmable coordinator: C{other_owner} simulates another worker
     holding the lease, C{renew_ok} whether renewals succeed, C{cluster_clients}
     the players other workers report (or C{count_error}, a count that cannot
-    be had). C{redirects} maps keys whose claims (with aliases) are
-    redirected to another key; C{owners} gives other keys' owners (what
-    L{alias} answers); C{pending_aliases}, when a list, holds the Deferreds of
+    be had). C{owners} gives keys other workers own, one by one (claims of
+    them are refused; L{alias} answers them); C{redirects} maps keys whose
+    claims (with aliases) are redirected to another key; C{pending_aliases}, when a list, holds the Deferreds of
     L{alias} calls for the test to fire. It records what the channel tells
     it (C{claimed}: the keys claimed and whether aliases were followed;
     C{aliases}: the pairs learned).
@@ -70,7 +70,7 @@ class FakeCoordinator:
     def claim(self, stream_key: str, aliases: bool = True) -> "Deferred[ClaimResult]":
         self.claims += 1
         self.claimed.append((stream_key, aliases))
-        if self.other_owner is not None:
+        if self.other_owner is not None or stream_key in self.owners:
             return succeed(None)
         if aliases and stream_key in self.redirects:
             return succeed(Redirect(self.redirects[stream_key]))
@@ -93,7 +93,7 @@ class FakeCoordinator:
         return succeed(None)
 
     def owner(self, stream_key: str) -> "Deferred[Optional[Lease]]":
-        return succeed(self.other_owner)
+        return succeed(self.owners.get(stream_key, self.other_owner))
 
     def publish(self, stream_key: str, lease: Lease, block: Block) -> None:
         self.published.append((lease.epoch, block))
