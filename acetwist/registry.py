@@ -156,8 +156,6 @@ class Registry:
             return  # ended, demoted, or on another session since (whose grant asks again)
         self.log.info("{key} is {other}, which {owner} serves: deferring to it", key=channel.key, other=key,
                       owner=lease.owner)
-        if self._by_key.get(key) is channel:
-            del self._by_key[key]
         error = self.redirect(channel, key)
         if error is not None:
             self.log.warn("{key} keeps its session: {why}", key=channel.key, why=error.message)
@@ -173,6 +171,8 @@ class Registry:
         Returns the error C{channel}'s players should get instead when that
         cannot be (C{channel} then ends with it).
         """
+        if self._by_key.get(key) is channel:
+            del self._by_key[key]  # registered there when its own session named the key
         hops = self._hops.get(channel, 0) + 1
         if hops > MAX_REDIRECTS:
             return EngineError(503, f"{channel.key} was redirected {MAX_REDIRECTS} times; the cluster is still "

@@ -114,7 +114,7 @@ class RedirectTests(SynchronousTestCase):
         self.assertIsNotNone(sink.error)
         self.assertEqual(sink.error.status, 503)
         self.assertIs(sink.error.kind, ErrorKind.CLUSTER)
-        self.assertEqual(len(self.coordinator.claimed), 2)
+        self.assertEqual(len(self.coordinator.claimed), MAX_REDIRECTS + 1)
         self.assertEqual(self.registry.channels(), [])
         self.assertEqual(self.engine.json_calls, 0)
 
@@ -237,6 +237,61 @@ class DeferTests(SynchronousTestCase):
         self.assertEqual(len(self.registry.channels()), 1)
 
 
+class SupersededFirstSessionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.engine = FakeEngine()
+        self.coordinator = FakeCoordinator()
+        self.worker = Worker(self.clock, self.engine, self.coordinator)
+        self.registry = self.worker.registry
+
+    def test_a_first_session_lost_before_any_data_claims_again_once(self) -> None:
+        """A granted first session the engine forgets before any data (superseded) makes the channel claim and open again, once; the second loss fails the players."""
+        channel, sink = self.worker.join("id", ID)
+        self.engine.answer()
+        self.engine.readers[-1].gone(403, b"unknown playback session id")
+        self.assertIsNone(sink.error)
+        self.assertEqual(self.coordinator.claimed, [(BY_ID, True), (BY_ID, True)])
+        self.assertIn(BY_ID, self.coordinator.released)
+        self.assertEqual((channel.role, self.engine.json_calls), ("owner", 2))
+        self.engine.answer()
+        self.engine.readers[-1].gone(403, b"unknown playback session id")
+        self.assertEqual(sink.error.status, 502)
+        self.assertIs(sink.error.kind, ErrorKind.GONE)
+        self.assertEqual(len(self.coordinator.claimed), 2)
+
+    def test_a_first_session_that_delivered_is_not_restarted(self) -> None:
+        """Once data arrived, a lost session goes up the recovery ladder: no new claim."""
+        channel, sink = self.worker.join("id", ID)
+        self.engine.answer()
+        self.engine.readers[-1].feed(gop(0))
+        self.engine.readers[-1].cut()
+        self.assertEqual(len(self.coordinator.claimed), 1)
+        self.assertIsNone(sink.error)
+
+    def test_a_refused_start_call_is_not_restarted(self) -> None:
+        """An engine that cannot be reached for the start call fails the players without a second claim."""
+        _, sink = self.worker.join("id", ID)
+        self.engine.refuse(ErrorKind.UNREACHABLE)
+        self.assertEqual(sink.error.status, 503)
+        self.assertEqual(len(self.coordinator.claimed), 1)
+
+    def test_a_superseded_first_session_follows_the_alias_owner(self) -> None:
+        """An id channel whose first session was superseded before any data is redirected to the infohash another worker owns."""
+        channel, sink = self.worker.join("id", ID)
+        self.engine.answer(infohash=HASH)
+        self.coordinator.redirects[BY_ID] = BY_HASH
+        self.coordinator.owners[BY_HASH] = Lease("w2", 9)
+        self.engine.readers[-1].gone(403, b"unknown playback session id")
+        self.assertEqual(channel.final, "stopped")
+        serving = self.registry.get(BY_ID)
+        assert serving is not None
+        self.assertEqual((serving.key, serving.role, list(serving.sinks)), (BY_HASH, "follower", [sink]))
+        self.assertEqual(self.engine.json_calls, 1)
+        self.clock.advance(0)  # the cluster's answer to the first grant changes nothing now
+        self.assertEqual(self.registry.channels(), [serving])
+
+
 class TwoWorkersTests(SynchronousTestCase):
     """Two registries on one in-memory cluster and one engine: the races of the Redis deployment, on a clock."""
 
@@ -277,6 +332,34 @@ class TwoWorkersTests(SynchronousTestCase):
         self.assertGreater(len(follower.ring), 0)
         self.assertEqual((id_player.error, hash_player.error), (None, None))
         self.assertEqual(self.engine.json_calls, 2)
+
+    def test_an_infohash_session_superseded_by_the_ids_call_before_any_data(self) -> None:
+        """The infohash's session answered first, then superseded by the id's call before its first byte: the infohash's owner claims again, and one session serves both players."""
+        by_id, id_player = self.w1.join("id", ID)
+        by_hash, hash_player = self.w2.join("infohash", HASH)
+        hash_session = self.engine.answer(1, infohash=HASH)
+        hash_reader = self.engine.readers[-1]
+        # the id's start call reaches the engine: the infohash's session is superseded before any data
+        hash_reader.gone(403, b"unknown playback session id")
+        self.assertIsNone(hash_player.error)
+        self.assertEqual(by_hash.role, "owner")  # claimed again, before the id's owner said anything
+        self.engine.answer(0, infohash=HASH)  # the id's session, superseded in its turn by the new call
+        self.clock.advance(0)
+        self.assertEqual(by_id.final, "stopped")
+        follower = self.w1.registry.get(BY_HASH)
+        assert follower is not None
+        self.assertEqual((follower.role, list(follower.sinks)), ("follower", [id_player]))
+        self.engine.answer(2, infohash=HASH)
+        live = self.engine.readers[-1]
+        self.assertEqual(live.url, self.engine.session(2).playback_url)
+        self.assertNotEqual(live.url, hash_session.playback_url)
+        live.feed(gop(0))
+        live.feed(gop(1))
+        self.clock.advance(0.1)
+        self.assertIn("wake", hash_player.events)
+        self.assertIn("wake", id_player.events)
+        self.assertEqual((id_player.error, hash_player.error), (None, None))
+        self.assertEqual(self.engine.json_calls, 3)
 
     def test_an_infohash_request_after_the_alias_is_known_makes_no_engine_call(self) -> None:
         """Once id:X's owner has learned infohash:Y, a request by infohash:Y on the other worker follows it with no engine call."""

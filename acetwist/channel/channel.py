@@ -43,6 +43,9 @@ OnCanonical = Callable[["Channel", str, Granted], bool]
 #: key (the cluster owns the stream under that key); an error if it cannot
 OnRedirect = Callable[["Channel", str], Optional[EngineError]]
 
+#: how a first session ends when another worker's start call for the same stream superseded it
+RESTARTABLE = frozenset({ErrorKind.GONE, ErrorKind.UNREACHABLE})
+
 
 class Channel:
     """
@@ -100,6 +103,8 @@ class Channel:
         self._role: Union[Owning, Following, None] = None
         self._engine_sources: List[EngineSource] = []
         self._last_epoch: Optional[int] = None
+        #: the lifecycle claimed again once after a first session lost before any data
+        self._restarted = False
         # the machine reaches its channel through a weak proxy, and every part
         # calls back through weakly(): an ended channel is freed by reference
         # counting alone, its ring's blocks with it
@@ -227,7 +232,7 @@ class Channel:
         source = EngineSource(
             EngineCore(self.pool, self.selector, self.settings, self.clock, on_data=weakly(self._on_data),
                        on_session=weakly(self._session_granted, False), on_recovering=weakly(self._recovering),
-                       on_failed=weakly(lifecycle.fail),
+                       on_failed=weakly(self._source_failed),
                        had_data=had_data, key=self.key)
         )
         self._engine_sources.append(source)
@@ -235,6 +240,23 @@ class Channel:
         owning.lease.hold()
         source.start()
         return owning
+
+    def _source_failed(self, error: EngineError) -> None:
+        """
+        The engine source gave up. A granted first session that ended before
+        any data the way a session superseded by another worker's start call
+        for the same stream ends (C{GONE}, C{UNREACHABLE}) makes the channel claim again,
+        once: the other worker's key (by content id or infohash) is found
+        through the alias it recorded, or a new session is opened.
+        """
+        superseded = self.sessions_opened > 0 and error.kind in RESTARTABLE  # a refused start call is not
+        if superseded and not self.bytes_in and not self._restarted:
+            self._restarted = True
+            self.log.info("{key}: first session lost before any data ({why}); claiming again", key=self.key,
+                          why=error.message)
+            self._lifecycle._restart()
+        else:
+            self._lifecycle.fail(error)
 
     def _follow(self, lifecycle: Lifecycle) -> Following:
         source = MirrorSource(MirrorCore(self.key, self.coordinator, self.ring, on_bytes=weakly(self._mirrored)))
@@ -254,6 +276,10 @@ class Channel:
         owning.lease.release()
         owning.heartbeat.stop()
         self.coordinator.stream_gone(self.key)
+
+    def _reset(self, owning: Owning) -> None:
+        self._release(owning)
+        self._role = None
 
     def _unfollow(self, following: Following) -> None:
         self._last_epoch = following.source.epoch

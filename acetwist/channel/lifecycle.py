@@ -3,7 +3,10 @@ The channel's own lifecycle: C{claiming -> owning | following -> stopped |
 failed}, and C{owning <-> following} when the lease changes hands. A claim
 (the first one, or a follower's takeover) answered with a L{Redirect} (the
 stream is owned under another key) ends the channel after its players moved
-to the channel for that key.
+to the channel for that key. An owner whose first session ends before any
+data the way a session superseded by another worker's start call does
+(C{GONE}, C{UNREACHABLE}) claims again once instead of failing: the other
+worker's key is then found (redirect, or follow) or the claim is won anew.
 
 Owning's data is the lease holder, the engine source and the heartbeat;
 following's is the mirror source, the owner watch and the heartbeat. The
@@ -59,6 +62,9 @@ class ChannelParts(Protocol):
     def _teardown(self, error: Optional[EngineError], reason: str = "") -> None:
         """The one way out."""
 
+    def _reset(self, owning: "Owning") -> None:
+        """The end of owning before claiming again: as L{_release}, and no role until the claim is answered."""
+
     def _redirect(self, key: str) -> Optional[EngineError]:
         """Hand the players to the channel for C{key}, the same stream; the error to end with if that cannot be."""
 
@@ -101,6 +107,9 @@ class Lifecycle(Protocol):
 
     def _redirected(self, key: str) -> None: ...
 
+    def _restart(self) -> None:
+        """The first session ended before any data, as a superseded one does: release and claim again."""
+
 
 def on_claimed(m: Lifecycle, result: ClaimResult) -> None:
     """Feed a claim's answer to the lifecycle."""
@@ -128,8 +137,7 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
     stopped = machine.state("Stopped")
     failed = machine.state("Failed")
 
-    @idle.upon(Lifecycle.start).to(claiming)
-    def claim(m: Lifecycle, c: LifecycleCore) -> None:
+    def send_claim(m: Lifecycle, c: LifecycleCore) -> None:
         c.coordinator.claim(c.key).addCallbacks(
             lambda result: on_claimed(m, result),
             lambda f: m._claim_failed(
@@ -137,9 +145,15 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
             ),
         )
 
+    @idle.upon(Lifecycle.start).to(claiming)
+    def claim(m: Lifecycle, c: LifecycleCore) -> None:
+        send_claim(m, c)
+
     claiming.upon(Lifecycle._won).to(owning).returns(None)
     claiming.upon(Lifecycle._lost).to(following).returns(None)
     claiming.upon(Lifecycle.start).loop().returns(None)
+    for state in (idle, claiming, following):
+        state.upon(Lifecycle._restart).loop().returns(None)
 
     @claiming.upon(Lifecycle._claim_failed).to(failed)
     @claiming.upon(Lifecycle.fail).to(failed)
@@ -167,6 +181,12 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
         o.source.abandon()
         o.lease.forget()
         o.heartbeat.stop()
+
+    @owning.upon(Lifecycle._restart).to(claiming)
+    def restart(m: Lifecycle, c: LifecycleCore, o: Owning) -> None:
+        # perhaps another worker's start call for the same stream superseded ours: find out who serves it now
+        c.channel._reset(o)
+        send_claim(m, c)
 
     @owning.upon(Lifecycle.stop).to(stopped)
     def stop_owning(m: Lifecycle, c: LifecycleCore, o: Owning, reason: str) -> None:
@@ -220,6 +240,7 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
         for call in (Lifecycle.start, Lifecycle.handed_over, Lifecycle._lost, Lifecycle._demoted):
             end.upon(call).loop().returns(None)
         end.upon(Lifecycle._redirected).loop().returns(None)
+        end.upon(Lifecycle._restart).loop().returns(None)
         end.upon(Lifecycle._claim_failed).loop().returns(None)
 
     return machine.build()
