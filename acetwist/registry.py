@@ -123,7 +123,9 @@ class Registry:
         If another live channel serves C{key}, our JSON call has superseded
         that channel's session: it adopts C{granted}, C{channel}'s players
         move to it, C{channel} ends, and True is returned. Otherwise
-        C{channel} is registered under C{key} too.
+        C{channel} is registered under C{key} too, and if another worker
+        owns C{key} it defers to that worker on the next turn
+        (L{_cluster_answer}). Either way the alias is recorded in the cluster.
         """
         other = self.get(key)
         answer = channel.coordinator.alias(channel.key, key)
@@ -193,8 +195,6 @@ class Registry:
             target = self._make_channel(Selector(kind, value, channel.selector.extra), self)
             self._by_key[key] = target
             self._hops[target] = hops
-        if target is channel:
-            return EngineError(503, f"{channel.key}: redirected to itself", retry_after=2, kind=ErrorKind.CLUSTER)
         self._by_key[channel.key] = target
         channel.hand_players_to(target)
         target.start()
