@@ -11,7 +11,7 @@ The seams between acetwist's parts, as zope interfaces and small value types.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import attr
 from twisted.internet.defer import Deferred
@@ -49,6 +49,21 @@ class Lease:
 
     owner: str
     epoch: int
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Redirect:
+    """
+    A claim's answer: nobody owns the key asked for, but it is known to be
+    the same stream as C{key} (an alias the engine revealed), which a live
+    worker owns. Ask for C{key} instead.
+    """
+
+    key: str
+
+
+#: what L{ICoordinator.claim} fires with
+ClaimResult = Union[Lease, Redirect, None]
 
 
 @attr.s(slots=True, auto_attribs=True)
@@ -90,11 +105,28 @@ class ICoordinator(Interface):
     def stop() -> Deferred[None]:
         """Stop background work and remove this worker's records where possible."""
 
-    def claim(stream_key: str) -> Deferred[Optional[Lease]]:
+    def claim(stream_key: str, aliases: bool = True) -> Deferred[ClaimResult]:
         """
-        Try to become the owner of C{stream_key}. Fires with the new L{Lease}
-        (a fresh, higher epoch) on success, or None when another live worker
-        owns it. Must be called before the engine is contacted.
+        Try to become the owner of C{stream_key}. Must be called before the
+        engine is contacted. Fires with:
+
+        - the new L{Lease} (a fresh, higher epoch) on success;
+        - None when another live worker owns C{stream_key};
+        - L{Redirect} when nobody owns C{stream_key} but it is an alias (see
+          L{alias}) of a key a live worker owns, and C{aliases} is true.
+
+        One atomic step: no alias recorded, and no owner taken, between the
+        look-up and the claim is missed.
+        """
+
+    def alias(stream_key: str, canonical: str) -> Deferred[Optional[Lease]]:
+        """
+        Record that C{stream_key} and C{canonical} name the same stream (both
+        ways, with a TTL), so that a claim of either, while nobody owns it
+        and the other is owned, is redirected to the other. Fires, in the
+        same atomic step, with the lease of C{canonical} when a worker holds
+        it (the owner of C{stream_key}, which learned the alias from its
+        engine session, then defers to that worker), else None.
         """
 
     def renew(stream_key: str, lease: Lease) -> Deferred[bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -11,13 +12,18 @@ from twisted.web.server import Request
 
 from acetwist.channel import Channel, ClientInfo, new_client_id
 from acetwist.errors import EngineError, ErrorKind
-from acetwist.interfaces import ISink
+from acetwist.interfaces import ISink, Lease
 from acetwist.ring import TSRing
 from acetwist.channel.engine_source import Granted
 from acetwist.upstream import Selector
 
 #: makes a player's sink: (request, ring to read, who to tell when it closes)
 SinkFactory = Callable[[Request, TSRing, Callable[[ISink, str], None]], ISink]
+
+
+#: a channel is redirected at most this many times in a row (each redirect
+#: needs the owner of the key it was sent to to vanish in between)
+MAX_REDIRECTS = 3
 
 
 class Registry:
@@ -27,6 +33,12 @@ class Registry:
     C{infohash:...}) and, once the engine names its infohash, under
     C{infohash:...} too, so the same stream asked by content id and by
     infohash is one channel.
+
+    Across workers the coordinator keeps the alias (L{ICoordinator.alias}):
+    a claim of one key while the other is owned is redirected, and the
+    registry moves the players to the channel for the other key
+    (L{redirect}); an owner whose session names an infohash another worker
+    owns defers to it (L{canonical}).
 
     The engine keeps one session per content, so the key is the content
     alone: a player asking with other pass-through parameters joins the
@@ -47,6 +59,8 @@ class Registry:
         self._make_sink = make_sink
         self._by_key: Dict[str, Channel] = {}
         self._refused: Dict[str, Tuple[float, EngineError]] = {}
+        #: how many redirects led to a channel
+        self._hops: "weakref.WeakKeyDictionary[Channel, int]" = weakref.WeakKeyDictionary()
         self.clock = clock
         self.max_channels = max_channels
         self.max_clients = max_clients
@@ -109,17 +123,82 @@ class Registry:
         If another live channel serves C{key}, our JSON call has superseded
         that channel's session: it adopts C{granted}, C{channel}'s players
         move to it, C{channel} ends, and True is returned. Otherwise
-        C{channel} is registered under C{key} too.
+        C{channel} is registered under C{key} too, and if another worker
+        owns C{key} it defers to that worker on the next turn
+        (L{_cluster_answer}). Either way the alias is recorded in the cluster.
         """
         other = self.get(key)
+        answer = channel.coordinator.alias(channel.key, key)
         if other is None or other is channel:
             self._by_key[key] = channel
+            # after this turn: the answer may come at once, and the engine source is still accepting the session
+            answer.addCallback(lambda lease: self.clock.callLater(0, self._cluster_answer, channel, key, granted,
+                                                                  lease))
+            answer.addErrback(lambda f: self.log.warn("could not record that {key} is {other}: {why}",
+                                                      key=channel.key, other=key, why=f.getErrorMessage()))
             return False
+        answer.addErrback(lambda f: None)  # recorded for the other workers; nothing to decide here
         self._by_key[channel.key] = other
         other.adopt_session(granted)
         channel.hand_players_to(other)
         channel.handed_over()
         return True
+
+    def _cluster_answer(self, channel: Channel, key: str, granted: Granted, lease: Optional[Lease]) -> None:
+        """
+        C{channel} (owner of its key) recorded that its stream is also C{key};
+        C{lease} is who owns C{key} in the cluster. If another worker does,
+        it opened its session for the stream first: C{channel} defers to it
+        (its players go to this worker's channel for C{key}, which follows
+        that worker; its own session is stopped).
+        """
+        if lease is None or lease.owner == channel.coordinator.worker_id:
+            return
+        if not channel.alive or channel.session is not granted.session:
+            return  # ended, demoted, or on another session since (whose grant asks again)
+        self.log.info("{key} is {other}, which {owner} serves: deferring to it", key=channel.key, other=key,
+                      owner=lease.owner)
+        error = self.redirect(channel, key)
+        if error is not None:
+            self.log.warn("{key} keeps its session: {why}", key=channel.key, why=error.message)
+            self._by_key.setdefault(key, channel)
+            return
+        channel.stop(f"the same stream as {key}, served by {lease.owner}")
+
+    def redirect(self, channel: Channel, key: str) -> Optional[EngineError]:
+        """
+        The cluster serves C{channel}'s stream under C{key}: C{channel}'s
+        players move to this worker's channel for C{key} (found, or created
+        and started), and later requests for C{channel}'s key go there too.
+        Returns the error C{channel}'s players should get instead when that
+        cannot be (C{channel} then ends with it).
+        """
+        if self._by_key.get(key) is channel:
+            del self._by_key[key]  # registered there when its own session named the key
+        hops = self._hops.get(channel, 0) + 1
+        if hops > MAX_REDIRECTS:
+            return EngineError(503, f"{channel.key} was redirected {MAX_REDIRECTS} times; the cluster is still "
+                               "moving it", retry_after=2, kind=ErrorKind.CLUSTER)
+        target = self.get(key)
+        if target is None and not channel.sinks:
+            return None  # nobody to move
+        if target is None:
+            kind, _, value = key.partition(":")
+            if kind not in ("id", "infohash") or not value:
+                return EngineError(503, f"{channel.key}: the cluster redirected it to {key!r}", retry_after=2,
+                                   kind=ErrorKind.CLUSTER)
+            try:
+                self._check_refused(key)
+            except EngineError as error:
+                return error
+            # a replacement, not one channel more: no max_channels check
+            target = self._make_channel(Selector(kind, value, channel.selector.extra), self)
+            self._by_key[key] = target
+            self._hops[target] = hops
+        self._by_key[channel.key] = target
+        channel.hand_players_to(target)
+        target.start()
+        return None
 
     def forget(self, channel: Channel) -> None:
         keys = [k for k, v in self._by_key.items() if v is channel]

@@ -84,6 +84,7 @@ class ProxyService(Service):
             coordinator=self.coordinator,
             on_gone=registry.forget,
             on_canonical=registry.canonical,
+            on_redirect=registry.redirect,
         )
 
     def _make_sink(self, request: Request, ring: TSRing, on_close: Callable[[ISink, str], None]) -> ISink:

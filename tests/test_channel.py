@@ -25,7 +25,8 @@ class ChannelTestCase(SynchronousTestCase):
 
     def make_channel(self, selector: Selector, registry: Registry) -> Channel:
         return Channel(selector, pool=FakePool.of(self.engine), settings=self.settings, clock=self.clock,  # type: ignore[arg-type]
-                       coordinator=self.coordinator, on_gone=registry.forget, on_canonical=registry.canonical)
+                       coordinator=self.coordinator, on_gone=registry.forget, on_canonical=registry.canonical,
+                       on_redirect=registry.redirect)
 
     def join(self, kind: str = "id", value: str = ID) -> "tuple[Channel, FakeSink]":
         channel = self.registry.channel_for(Selector(kind, value))

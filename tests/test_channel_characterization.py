@@ -49,9 +49,9 @@ class HoldingCoordinator(FakeCoordinator):
         self.hold_claims = False
         self.held: List[Deferred[Any]] = []
 
-    def claim(self, key: str) -> Deferred[Any]:
+    def claim(self, key: str, aliases: bool = True) -> Deferred[Any]:
         if not self.hold_claims:
-            return super().claim(key)
+            return super().claim(key, aliases)
         self.claims += 1
         d: Deferred[Any] = Deferred()
         self.held.append(d)
@@ -88,7 +88,8 @@ class CharacterizationTestCase(SynchronousTestCase):
 
     def make_channel(self, selector: Selector, registry: Registry) -> Channel:
         return Channel(selector, pool=FakePool.of(self.engine), settings=self.settings, clock=self.clock,  # type: ignore[arg-type]
-                       coordinator=self.coordinator, on_gone=registry.forget, on_canonical=registry.canonical)
+                       coordinator=self.coordinator, on_gone=registry.forget, on_canonical=registry.canonical,
+                       on_redirect=registry.redirect)
 
     def attach(self, channel: Channel, client_id: str = "c") -> FakeSink:
         """Add a player to C{channel}; its sink closing leaves the channel."""

@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 
 from acetwist.coord.memory import MemoryCluster, MemoryCoordinator
 from acetwist.coord.settings import CoordSettings
-from acetwist.interfaces import Block, ClientRecord, ICoordinator, IFollower
+from acetwist.interfaces import Block, ClientRecord, ICoordinator, IFollower, Lease, Redirect
 
 #: Short timings so that expiry can be observed in tests (seconds; the lease is 300 ms).
 TIMINGS = dict(
@@ -29,6 +29,7 @@ TIMINGS = dict(
     stream_ttl=1.5,
     mirror_ttl=3.0,
     mirror_maxlen=50,
+    alias_ttl=1.2,
 )
 
 
@@ -175,6 +176,95 @@ class CoordinatorContract:
         self.assertEqual((yield a.owner("s")), new)
         self.assertFalse((yield a.renew("s", old)))
         self.assertTrue((yield b.renew("s", new)))
+
+    # -- aliases (the same stream asked by content id and by infohash)
+
+    @inlineCallbacks
+    def test_alias_of_an_owned_key_redirects_a_claim(self) -> Any:
+        """Once id:x's owner recorded that it is infohash:y, a claim of infohash:y is redirected to id:x (unless aliases are not followed)."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        lease = yield a.claim("id:x")
+        self.assertIsNone((yield a.alias("id:x", "infohash:y")))
+        self.assertEqual((yield b.claim("infohash:y")), Redirect("id:x"))
+        self.assertIsNone((yield b.owner("infohash:y")))
+        self.assertEqual((yield b.claim("id:x")), None)
+        plain = yield b.claim("infohash:y", aliases=False)
+        self.assertIsInstance(plain, Lease)
+        self.assertEqual((yield a.owner("id:x")), lease)
+
+    @inlineCallbacks
+    def test_alias_answers_the_owner_of_the_other_key(self) -> Any:
+        """Recording an alias whose other key is owned answers that owner's lease, and later claims of the first key go to it."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        c = yield self.make("c")
+        theirs = yield b.claim("infohash:y")
+        ours = yield a.claim("id:x")
+        self.assertEqual((yield a.alias("id:x", "infohash:y")), theirs)
+        yield a.release("id:x", ours)
+        self.assertEqual((yield c.claim("id:x")), Redirect("infohash:y"))
+
+    @inlineCallbacks
+    def test_an_owned_key_is_never_redirected(self) -> Any:
+        """A claim of a key someone owns is refused as ever, even when its alias is owned too."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        c = yield self.make("c")
+        yield b.claim("infohash:y")
+        yield a.claim("id:x")
+        yield a.alias("id:x", "infohash:y")
+        self.assertIsNone((yield c.claim("id:x")))
+        self.assertIsNone((yield c.claim("infohash:y")))
+
+    @inlineCallbacks
+    def test_alias_of_an_unowned_key_is_not_followed(self) -> Any:
+        """An alias whose other key nobody owns (its owner stopped or died) does not redirect: the claim wins."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        lease = yield a.claim("id:x")
+        yield a.alias("id:x", "infohash:y")
+        yield a.release("id:x", lease)
+        won = yield b.claim("infohash:y")
+        self.assertEqual(won.owner, "b")
+        dead = yield self.make("dead")
+        yield dead.claim("id:z")
+        yield dead.alias("id:z", "infohash:w")
+        yield dead._crash()
+        yield self.wait(self.lease * 1.5)
+        won = yield b.claim("infohash:w")
+        self.assertEqual(won.owner, "b")
+
+    @inlineCallbacks
+    def test_alias_expires(self) -> Any:
+        """An alias not learned again within alias_ttl is forgotten: claims are no longer redirected."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        lease = yield a.claim("id:x")
+        yield a.alias("id:x", "infohash:y")
+        for _ in range(int(TIMINGS["alias_ttl"] / (self.lease / 3)) + 2):
+            yield self.wait(self.lease / 3)
+            self.assertTrue((yield a.renew("id:x", lease)))
+        won = yield b.claim("infohash:y")
+        self.assertEqual(won.owner, "b")
+
+    @inlineCallbacks
+    def test_concurrent_alias_and_claim_never_both_miss(self) -> Any:
+        """An alias recorded while another worker claims the other key at the same moment: either the alias answers that worker's lease or the claim is redirected, never neither."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        for i in range(20):
+            content, infohash = f"id:x{i}", f"infohash:y{i}"
+            yield a.claim(content)
+            if i % 2:
+                answer, claimed = yield gatherResults([a.alias(content, infohash), b.claim(infohash)])
+            else:
+                claimed, answer = yield gatherResults([b.claim(infohash), a.alias(content, infohash)])
+            if isinstance(claimed, Lease):
+                self.assertEqual(answer, claimed)
+            else:
+                self.assertEqual(claimed, Redirect(content))
+                self.assertIsNone(answer)
 
     # -- mirror
 

@@ -66,6 +66,18 @@ class RedisCoordinatorTests(RedisHarness, TestCase):
         self.assertTrue(0 < self.server.command("PTTL", "acetwist-test:stream:id=abc:owner") <= 300)
 
     @inlineCallbacks
+    def test_alias_keys_hold_the_other_key_with_a_ttl(self) -> Any:
+        """An alias is two keys under the prefix, each naming the other stream key, with the alias TTL; no KEYS is sent."""
+        a = yield self.make("a", alias_ttl=60.0)
+        yield a.claim("id:abc")
+        yield a.alias("id:abc", "infohash:def")
+        self.assertEqual(self.server.command("GET", "acetwist-test:alias:id:abc"), b"infohash:def")
+        self.assertEqual(self.server.command("GET", "acetwist-test:alias:infohash:def"), b"id:abc")
+        for key in ("acetwist-test:alias:id:abc", "acetwist-test:alias:infohash:def"):
+            self.assertTrue(50_000 < self.server.command("PTTL", key) <= 60_000)
+        self.assertNotIn("keys", self.server.commandstats())
+
+    @inlineCallbacks
     def test_epoch_stays_higher_after_redis_lost_everything(self) -> Any:
         """A claim after Redis restarted empty still gets a higher epoch than any before (the counter is floored at Redis time)."""
         a = yield self.make("a", lease_ms=5000)

@@ -81,7 +81,7 @@ class LeaseTests(SynchronousTestCase):
         from twisted.internet.defer import Deferred
 
         pending: "Deferred[Lease | None]" = Deferred()
-        self.coordinator.claim = lambda key: pending  # type: ignore[method-assign]
+        self.coordinator.claim = lambda key, aliases=True: pending  # type: ignore[method-assign]
         self.coordinator.renew_ok = False
         self.clock.advance(1.0)
         self.holder.release()

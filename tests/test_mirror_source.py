@@ -88,7 +88,7 @@ class OwnerWatchTests(SynchronousTestCase):
     def test_a_takeover_won_after_stop_is_given_back(self) -> None:
         """A claim answered after the watch stopped releases the lease and takes nothing over."""
         pending: "Deferred[Lease | None]" = Deferred()
-        self.coordinator.claim = lambda key: pending  # type: ignore[method-assign]
+        self.coordinator.claim = lambda key, aliases=True: pending  # type: ignore[method-assign]
         self.coordinator.other_owner = None
         self.clock.pump([1.0] * 6)
         self.watch.stop()

@@ -39,9 +39,9 @@ class SlowCoordinator(FakeCoordinator):
         self.pending_claims: List["Deferred[Any]"] = []
         self.pending_counts: List["Deferred[int]"] = []
 
-    def claim(self, stream_key: str) -> "Deferred[Any]":
+    def claim(self, stream_key: str, aliases: bool = True) -> "Deferred[Any]":
         if not self.slow_claims:
-            return super().claim(stream_key)
+            return super().claim(stream_key, aliases)
         self.claims += 1
         d: "Deferred[Any]" = Deferred()
         self.pending_claims.append(d)
@@ -73,7 +73,8 @@ class Base(SynchronousTestCase):
 
     def make_channel(self, selector: Selector, registry: Registry) -> Channel:
         return Channel(selector, pool=FakePool.of(self.engine), settings=self.settings, clock=self.clock,  # type: ignore[arg-type]
-                       coordinator=self.coordinator, on_gone=registry.forget, on_canonical=registry.canonical)
+                       coordinator=self.coordinator, on_gone=registry.forget, on_canonical=registry.canonical,
+                       on_redirect=registry.redirect)
 
     def join(self) -> "tuple[Channel, FakeSink]":
         """A player joins the way Registry.join wires it: the sink reports its close through player_gone()."""

@@ -30,7 +30,7 @@ from acetwist.channel.roster import ClientInfo, Roster
 from acetwist.channel.weak import weakly
 from acetwist.config import Settings
 from acetwist.engines.api import IEnginePool
-from acetwist.errors import EngineError
+from acetwist.errors import EngineError, ErrorKind
 from acetwist.interfaces import Block, ICoordinator, ISink, Lease
 from acetwist.ring import TSRing
 from acetwist.upstream import EngineSession, Selector, stream_key
@@ -39,6 +39,13 @@ from acetwist.upstream import EngineSession, Selector, stream_key
 #: stream; if so the registry hands this channel's players to it and returns True
 OnCanonical = Callable[["Channel", str, Granted], bool]
 
+#: asks the registry to hand the channel's players to the channel for another
+#: key (the cluster owns the stream under that key); an error if it cannot
+OnRedirect = Callable[["Channel", str], Optional[EngineError]]
+
+#: how a first session ends when another worker's start call for the same stream superseded it
+RESTARTABLE = frozenset({ErrorKind.GONE, ErrorKind.UNREACHABLE})
+
 
 class Channel:
     """
@@ -46,6 +53,8 @@ class Channel:
 
     @ivar on_gone: called once when the channel ends, so the registry forgets it.
     @ivar on_canonical: see L{OnCanonical}.
+    @ivar on_redirect: see L{OnRedirect}; without it a redirected channel
+        fails with a 503.
     """
 
     log = Logger()
@@ -60,6 +69,7 @@ class Channel:
         coordinator: ICoordinator,
         on_gone: Callable[["Channel"], None],
         on_canonical: OnCanonical,
+        on_redirect: Optional[OnRedirect] = None,
     ) -> None:
         self.selector = selector
         self.key = selector.key
@@ -69,6 +79,7 @@ class Channel:
         self.coordinator = coordinator
         self.on_gone = on_gone
         self.on_canonical = on_canonical
+        self.on_redirect = on_redirect
         self.ring = TSRing(
             clock,
             block_size=max(settings.block_size, 188),
@@ -92,6 +103,8 @@ class Channel:
         self._role: Union[Owning, Following, None] = None
         self._engine_sources: List[EngineSource] = []
         self._last_epoch: Optional[int] = None
+        #: the lifecycle claimed again once after a first session lost before any data
+        self._restarted = False
         # the machine reaches its channel through a weak proxy, and every part
         # calls back through weakly(): an ended channel is freed by reference
         # counting alone, its ring's blocks with it
@@ -219,7 +232,7 @@ class Channel:
         source = EngineSource(
             EngineCore(self.pool, self.selector, self.settings, self.clock, on_data=weakly(self._on_data),
                        on_session=weakly(self._session_granted, False), on_recovering=weakly(self._recovering),
-                       on_failed=weakly(lifecycle.fail),
+                       on_failed=weakly(self._source_failed),
                        had_data=had_data, key=self.key)
         )
         self._engine_sources.append(source)
@@ -228,12 +241,30 @@ class Channel:
         source.start()
         return owning
 
+    def _source_failed(self, error: EngineError) -> None:
+        """
+        The engine source gave up. A granted first session that ended before
+        any data the way a session superseded by another worker's start call
+        for the same stream ends (C{GONE}, C{UNREACHABLE}) makes the channel claim again,
+        once: the other worker's key (by content id or infohash) is found
+        through the alias it recorded, or a new session is opened.
+        """
+        superseded = self.sessions_opened > 0 and error.kind in RESTARTABLE  # a refused start call is not
+        if superseded and not self.bytes_in and not self._restarted:
+            self._restarted = True
+            self.log.info("{key}: first session lost before any data ({why}); claiming again", key=self.key,
+                          why=error.message)
+            self._lifecycle._restart()
+        else:
+            self._lifecycle.fail(error)
+
     def _follow(self, lifecycle: Lifecycle) -> Following:
         source = MirrorSource(MirrorCore(self.key, self.coordinator, self.ring, on_bytes=weakly(self._mirrored)))
         watch = OwnerWatch(
             WatchCore(self.key, self.coordinator, self.clock, interval=min(max(self.settings.lease / 2, 0.05), 1.0),
                       patience=self.settings.lease / 3 + self.coordinator.reclaim_margin,
-                      wanted=weakly(self._has_players, False), on_takeover=weakly(lifecycle._took_over))
+                      wanted=weakly(self._has_players, False), on_takeover=weakly(lifecycle._took_over),
+                      on_redirect=weakly(lifecycle._redirected))
         )
         self._role = following = Following(source, watch, self._heartbeat_loop())
         source.start()
@@ -246,12 +277,23 @@ class Channel:
         owning.heartbeat.stop()
         self.coordinator.stream_gone(self.key)
 
+    def _reset(self, owning: Owning) -> None:
+        self._release(owning)
+        self._role = None
+
     def _unfollow(self, following: Following) -> None:
         self._last_epoch = following.source.epoch
         self._role = None
         following.source.stop()
         following.watch.stop()
         following.heartbeat.stop()
+
+    def _redirect(self, key: str) -> Optional[EngineError]:
+        """Our claim was redirected to C{key}, the same stream owned elsewhere: our players go to its channel."""
+        self.log.info("{key} is owned as {other} in the cluster; its players go there", key=self.key, other=key)
+        if self.on_redirect is None:
+            return EngineError(503, f"{self.key} is served as {key}", retry_after=2, kind=ErrorKind.CLUSTER)
+        return self.on_redirect(self, key)
 
     def _teardown(self, error: Optional[EngineError], reason: str = "") -> None:
         """The one way out: players ended, the grace and the ring closed, the registry told."""

@@ -148,8 +148,9 @@ def _build() -> Callable[[LeaseCore], ILeaseHolder]:
         def lapsed(h: ILeaseHolder, s: LeaseCore, r: _Renewing) -> None:
             r.cancel()
             s.log.warn("{key}: lease with epoch {epoch} lost; claiming again", key=s.key, epoch=s.lease.epoch)
-            s.coordinator.claim(s.key).addCallbacks(
-                lambda lease: h._reclaimed(lease) if lease is not None else h._refused(),
+            # the key is ours to keep: an alias of it owned elsewhere is sorted out when a session names it
+            s.coordinator.claim(s.key, aliases=False).addCallbacks(
+                lambda lease: h._reclaimed(lease) if isinstance(lease, Lease) else h._refused(),
                 lambda f: h._owner_is(s.lease),  # unknown: keep ours, the next renew sorts it out
             )
 

@@ -1,6 +1,12 @@
 """
 The channel's own lifecycle: C{claiming -> owning | following -> stopped |
-failed}, and C{owning <-> following} when the lease changes hands.
+failed}, and C{owning <-> following} when the lease changes hands. A claim
+(the first one, or a follower's takeover) answered with a L{Redirect} (the
+stream is owned under another key) ends the channel after its players moved
+to the channel for that key. An owner whose first session ends before any
+data the way a session superseded by another worker's start call does
+(C{GONE}, C{UNREACHABLE}) claims again once instead of failing: the other
+worker's key is then found (redirect, or follow) or the claim is won anew.
 
 Owning's data is the lease holder, the engine source and the heartbeat;
 following's is the mirror source, the owner watch and the heartbeat. The
@@ -20,7 +26,7 @@ from acetwist.channel.engine_source import EngineSource
 from acetwist.channel.lease import ILeaseHolder, LeaseCore
 from acetwist.channel.mirror_source import MirrorSource, OwnerWatch
 from acetwist.errors import EngineError, ErrorKind
-from acetwist.interfaces import ICoordinator, Lease
+from acetwist.interfaces import ClaimResult, ICoordinator, Lease, Redirect
 
 
 @dataclass
@@ -55,6 +61,12 @@ class ChannelParts(Protocol):
 
     def _teardown(self, error: Optional[EngineError], reason: str = "") -> None:
         """The one way out."""
+
+    def _reset(self, owning: "Owning") -> None:
+        """The end of owning before claiming again: as L{_release}, and no role until the claim is answered."""
+
+    def _redirect(self, key: str) -> Optional[EngineError]:
+        """Hand the players to the channel for C{key}, the same stream; the error to end with if that cannot be."""
 
 
 @dataclass
@@ -93,6 +105,21 @@ class Lifecycle(Protocol):
 
     def _took_over(self, lease: Lease) -> None: ...
 
+    def _redirected(self, key: str) -> None: ...
+
+    def _restart(self) -> None:
+        """The first session ended before any data, as a superseded one does: release and claim again."""
+
+
+def on_claimed(m: Lifecycle, result: ClaimResult) -> None:
+    """Feed a claim's answer to the lifecycle."""
+    if isinstance(result, Lease):
+        m._won(result)
+    elif isinstance(result, Redirect):
+        m._redirected(result.key)
+    else:
+        m._lost()
+
 
 def _build() -> Callable[[LifecycleCore], Lifecycle]:
     machine = TypeMachineBuilder(Lifecycle, LifecycleCore)
@@ -110,23 +137,32 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
     stopped = machine.state("Stopped")
     failed = machine.state("Failed")
 
-    @idle.upon(Lifecycle.start).to(claiming)
-    def claim(m: Lifecycle, c: LifecycleCore) -> None:
+    def send_claim(m: Lifecycle, c: LifecycleCore) -> None:
         c.coordinator.claim(c.key).addCallbacks(
-            lambda lease: m._won(lease) if lease is not None else m._lost(),
+            lambda result: on_claimed(m, result),
             lambda f: m._claim_failed(
                 EngineError(503, f"cluster unavailable: {f.getErrorMessage()}", retry_after=2, kind=ErrorKind.CLUSTER)
             ),
         )
 
+    @idle.upon(Lifecycle.start).to(claiming)
+    def claim(m: Lifecycle, c: LifecycleCore) -> None:
+        send_claim(m, c)
+
     claiming.upon(Lifecycle._won).to(owning).returns(None)
     claiming.upon(Lifecycle._lost).to(following).returns(None)
     claiming.upon(Lifecycle.start).loop().returns(None)
+    for state in (idle, claiming, following):
+        state.upon(Lifecycle._restart).loop().returns(None)
 
     @claiming.upon(Lifecycle._claim_failed).to(failed)
     @claiming.upon(Lifecycle.fail).to(failed)
     def claim_failed(m: Lifecycle, c: LifecycleCore, error: EngineError) -> None:
         c.channel._teardown(error)
+
+    @claiming.upon(Lifecycle._redirected).to(stopped)
+    def redirected(m: Lifecycle, c: LifecycleCore, key: str) -> None:
+        c.channel._teardown(c.channel._redirect(key), f"the same stream as {key}, owned by another worker")
 
     @idle.upon(Lifecycle.stop).to(stopped)
     @claiming.upon(Lifecycle.stop).to(stopped)
@@ -137,6 +173,7 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
 
     # ---------------------------------------------------------------- owning
     owning.upon(Lifecycle.start).loop().returns(None)
+    owning.upon(Lifecycle._redirected).loop().returns(None)  # an owner's re-claims never follow aliases
 
     @owning.upon(Lifecycle._demoted).to(following)
     def demoted(m: Lifecycle, c: LifecycleCore, o: Owning) -> None:
@@ -144,6 +181,12 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
         o.source.abandon()
         o.lease.forget()
         o.heartbeat.stop()
+
+    @owning.upon(Lifecycle._restart).to(claiming)
+    def restart(m: Lifecycle, c: LifecycleCore, o: Owning) -> None:
+        # perhaps another worker's start call for the same stream superseded ours: find out who serves it now
+        c.channel._reset(o)
+        send_claim(m, c)
 
     @owning.upon(Lifecycle.stop).to(stopped)
     def stop_owning(m: Lifecycle, c: LifecycleCore, o: Owning, reason: str) -> None:
@@ -168,6 +211,12 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
         f.source.stop()
         f.heartbeat.stop()
 
+    @following.upon(Lifecycle._redirected).to(stopped)
+    def redirected_following(m: Lifecycle, c: LifecycleCore, f: Following, key: str) -> None:
+        # the owner vanished and the stream is owned under another key now (it deferred to that key's owner)
+        c.channel._unfollow(f)
+        c.channel._teardown(c.channel._redirect(key), f"the same stream as {key}, owned by another worker")
+
     @following.upon(Lifecycle.stop).to(stopped)
     def stop_following(m: Lifecycle, c: LifecycleCore, f: Following, reason: str) -> None:
         c.channel._unfollow(f)
@@ -190,6 +239,8 @@ def _build() -> Callable[[LifecycleCore], Lifecycle]:
         end.upon(Lifecycle.fail).loop().returns(None)
         for call in (Lifecycle.start, Lifecycle.handed_over, Lifecycle._lost, Lifecycle._demoted):
             end.upon(call).loop().returns(None)
+        end.upon(Lifecycle._redirected).loop().returns(None)
+        end.upon(Lifecycle._restart).loop().returns(None)
         end.upon(Lifecycle._claim_failed).loop().returns(None)
 
     return machine.build()

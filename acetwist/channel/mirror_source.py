@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from acetwist.channel.weak import weakly
-from acetwist.interfaces import Block, ICoordinator, IFollower, IStreamSource, Lease
+from acetwist.interfaces import Block, ClaimResult, ICoordinator, IFollower, IStreamSource, Lease, Redirect
 from acetwist.ring import TSRing
 
 
@@ -134,6 +134,12 @@ class _WatchInputs(Protocol):
 
     def _lost(self) -> None: ...
 
+    def _redirected(self, key: str) -> None: ...
+
+
+def _no_redirect(key: str) -> None:
+    """The default C{on_redirect}: nothing to do."""
+
 
 @dataclass
 class WatchCore:
@@ -142,6 +148,8 @@ class WatchCore:
         than a live owner needs to notice its lease vanished and re-claim it.
     @ivar wanted: the worker still has players for the stream (only then is
         taking over worth an engine session).
+    @ivar on_redirect: the takeover claim was redirected: the stream is owned
+        under another key (the owner deferred to that key's owner).
     """
 
     key: str
@@ -151,6 +159,7 @@ class WatchCore:
     patience: float
     wanted: Callable[[], bool]
     on_takeover: Callable[[Lease], None]
+    on_redirect: Callable[[str], None] = _no_redirect
     log: Logger = field(default_factory=Logger)
 
 
@@ -203,9 +212,7 @@ def _build_watch() -> Callable[[WatchCore], _WatchInputs]:
     @watching.upon(_WatchInputs._claim).to(claiming)
     def claim(w: _WatchInputs, s: WatchCore, data: _Watching) -> None:
         data.cancel()
-        s.coordinator.claim(s.key).addCallbacks(
-            lambda lease: w._won(lease) if lease is not None else w._lost(), lambda f: w._lost()
-        )
+        s.coordinator.claim(s.key).addCallbacks(lambda result: _claimed(w, result), lambda f: w._lost())
 
     @watching.upon(_WatchInputs.stop).to(done)
     def stop_watching(w: _WatchInputs, s: WatchCore, data: _Watching) -> None:
@@ -215,6 +222,11 @@ def _build_watch() -> Callable[[WatchCore], _WatchInputs]:
     def won(w: _WatchInputs, s: WatchCore, lease: Lease) -> None:
         s.log.info("{key}: owner gone; taking over with epoch {epoch}", key=s.key, epoch=lease.epoch)
         s.on_takeover(lease)
+
+    @claiming.upon(_WatchInputs._redirected).to(done)
+    def redirected(w: _WatchInputs, s: WatchCore, key: str) -> None:
+        s.log.info("{key}: owner gone; the stream is owned as {other} now", key=s.key, other=key)
+        s.on_redirect(key)
 
     claiming.upon(_WatchInputs._lost).to(watching).returns(None)
     claiming.upon(_WatchInputs._claim).loop().returns(None)
@@ -230,7 +242,17 @@ def _build_watch() -> Callable[[WatchCore], _WatchInputs]:
         state.upon(_WatchInputs._tick).loop().returns(None)
     for call in (_WatchInputs.start, _WatchInputs.stop, _WatchInputs._lost, _WatchInputs._claim):
         done.upon(call).loop().returns(None)
+    done.upon(_WatchInputs._redirected).loop().returns(None)
     return machine.build()
+
+
+def _claimed(w: _WatchInputs, result: ClaimResult) -> None:
+    if isinstance(result, Lease):
+        w._won(result)
+    elif isinstance(result, Redirect):
+        w._redirected(result.key)
+    else:
+        w._lost()
 
 
 _WatchMachine = _build_watch()

@@ -33,6 +33,10 @@ class Keys:
     def clients(self, stream_key: str) -> str:
         return self.stream(stream_key, "clients")
 
+    def alias(self, stream_key: str) -> str:
+        """C{P:alias:S}: the other key of the same stream (the CLAIM script builds the target's owner key itself)."""
+        return self._key("alias", stream_key)
+
     def client(self, client_id: str) -> str:
         return self._key("client", client_id)
 

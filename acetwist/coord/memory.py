@@ -25,7 +25,7 @@ from zope.interface import implementer
 from acetwist.coord.base import FollowGate, empty_view, field_text, record_dict
 from acetwist.coord.settings import CoordSettings
 from acetwist.engines.ledger import MemoryLedger, SlotTable
-from acetwist.interfaces import Block, ClientRecord, ICoordinator, IFollower, Lease
+from acetwist.interfaces import Block, ClaimResult, ClientRecord, ICoordinator, IFollower, Lease, Redirect
 
 log = Logger()
 
@@ -52,6 +52,7 @@ class MemoryCluster:
         self.clients: Dict[str, Tuple[ClientRecord, float]] = {}
         self.workers: Dict[str, Tuple[Dict[str, Any], float]] = {}
         self.streams: Dict[str, float] = {}
+        self.aliases: Dict[str, Tuple[str, float]] = {}
         self.followers: Dict[str, Set["MemoryFollower"]] = {}
         #: engine load slots, shared by every coordinator of this cluster (see L{engine_ledger})
         self.engine_slots = SlotTable(clock)
@@ -70,6 +71,15 @@ class MemoryCluster:
             return None
         if held[1] <= self.now():
             del self.leases[stream_key]
+            return None
+        return held[0]
+
+    def alias(self, stream_key: str) -> Optional[str]:
+        held = self.aliases.get(stream_key)
+        if held is None:
+            return None
+        if held[1] <= self.now():
+            del self.aliases[stream_key]
             return None
         return held[0]
 
@@ -94,7 +104,7 @@ class MemoryCluster:
     def prune(self) -> None:
         """Forget everything whose time is up (what Redis's TTLs do)."""
         now = self.now()
-        for table in (self.leases, self.metadata, self.clients, self.workers):
+        for table in (self.leases, self.metadata, self.clients, self.workers, self.aliases):
             for key in [k for k, (_, expires) in table.items() if expires <= now]:
                 del table[key]
         for key in [k for k, m in self.mirrors.items() if m.expires <= now]:
@@ -270,10 +280,14 @@ class MemoryCoordinator:
 
     # ------------------------------------------------------------ ownership
 
-    def claim(self, stream_key: str) -> Deferred[Optional[Lease]]:
+    def claim(self, stream_key: str, aliases: bool = True) -> Deferred[ClaimResult]:
         cluster = self.cluster
         if cluster.lease(stream_key) is not None:
             return succeed(None)
+        other = cluster.alias(stream_key) if aliases else None
+        if other is not None and cluster.lease(other) is not None:
+            self._count("claims_redirected")
+            return succeed(Redirect(other))
         epoch = cluster.epochs.get(stream_key, 0) + 1
         cluster.epochs[stream_key] = epoch
         lease = Lease(self.worker_id, epoch)
@@ -282,6 +296,13 @@ class MemoryCoordinator:
         cluster.index_stream(stream_key, now + max(self.settings.lease, self.settings.stream_ttl))
         self._count("claims_won")
         return succeed(lease)
+
+    def alias(self, stream_key: str, canonical: str) -> Deferred[Optional[Lease]]:
+        cluster = self.cluster
+        expires = cluster.now() + self.settings.alias_ttl
+        cluster.aliases[stream_key] = (canonical, expires)
+        cluster.aliases[canonical] = (stream_key, expires)
+        return succeed(cluster.lease(canonical))
 
     def renew(self, stream_key: str, lease: Lease) -> Deferred[bool]:
         cluster = self.cluster

@@ -53,7 +53,7 @@ from acetwist.coord.keys import Keys
 from acetwist.coord.link import Link, observe
 from acetwist.coord.settings import RedisSettings
 from acetwist.coord.view import cluster_view, local_view
-from acetwist.interfaces import Block, ClientRecord, ICoordinator, Lease
+from acetwist.interfaces import Block, ClaimResult, ClientRecord, ICoordinator, Lease, Redirect
 
 if TYPE_CHECKING:
     from acetwist.coord.ledger import RedisLedger
@@ -239,16 +239,20 @@ class RedisCoordinator:
 
     # ------------------------------------------------------------ ownership
 
-    def claim(self, stream_key: str) -> Deferred[Optional[Lease]]:
+    def claim(self, stream_key: str, aliases: bool = True) -> Deferred[ClaimResult]:
         s = self.settings
         d = self._commands.request("claim", stream_key, scripts.CLAIM(
             owner_key=self.keys.owner(stream_key), epoch_key=self.keys.epoch(stream_key),
-            streams_key=self.keys.streams, worker=self.worker_id, lease_ms=s.lease_ms,
-            epoch_ttl_ms=_ms(s.epoch_ttl), stream=stream_key, index_ttl_ms=max(s.lease_ms, _ms(s.stream_ttl)),
+            streams_key=self.keys.streams, alias_key=self.keys.alias(stream_key), worker=self.worker_id,
+            lease_ms=s.lease_ms, epoch_ttl_ms=_ms(s.epoch_ttl), stream=stream_key,
+            index_ttl_ms=max(s.lease_ms, _ms(s.stream_ttl)), prefix=s.prefix, aliases="1" if aliases else "0",
         ))
 
-        def claimed(reply: List[Any]) -> Optional[Lease]:
-            won, value = reply[0], reply[1]
+        def claimed(reply: List[Any]) -> ClaimResult:
+            won, value = int(reply[0]), reply[1]
+            if won == 2:
+                self._commands.count("claims_redirected")
+                return Redirect(field_text(value))
             if won != 1:
                 self._commands.count("claims_lost")
                 return None
@@ -256,6 +260,14 @@ class RedisCoordinator:
             return parse_lease(value)
 
         return d.addCallback(claimed)
+
+    def alias(self, stream_key: str, canonical: str) -> Deferred[Optional[Lease]]:
+        d = self._commands.request("alias", stream_key, scripts.ALIAS(
+            alias_key=self.keys.alias(stream_key), canonical_alias_key=self.keys.alias(canonical),
+            canonical_owner_key=self.keys.owner(canonical), stream=stream_key, canonical=canonical,
+            ttl_ms=_ms(self.settings.alias_ttl),
+        ))
+        return d.addCallback(parse_lease)
 
     def renew(self, stream_key: str, lease: Lease) -> Deferred[bool]:
         s = self.settings

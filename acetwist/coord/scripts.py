@@ -99,11 +99,17 @@ class Script:
 #: Claim an unowned stream. The epoch is INCR'ed, floored at Redis's clock in
 #: ms, so it stays strictly higher than any earlier one even after the counter
 #: was lost (a Redis restart without persistence, or the counter's TTL).
-#: Answers C{{1, lease}} or C{{0, current lease}}.
-CLAIM = Script("claim", lib=True, keys=("owner_key", "epoch_key", "streams_key"),
-               args=("worker", "lease_ms", "epoch_ttl_ms", "stream", "index_ttl_ms"), body="""
+#: Answers C{{1, lease}} or C{{0, current lease}}; with C{aliases} = 1, an
+#: unowned stream whose alias (C{alias_key}) is owned answers C{{2, alias}}
+#: instead (the alias's owner key is C{prefix:stream:<alias>:owner}).
+CLAIM = Script("claim", lib=True, keys=("owner_key", "epoch_key", "streams_key", "alias_key"),
+               args=("worker", "lease_ms", "epoch_ttl_ms", "stream", "index_ttl_ms", "prefix", "aliases"), body="""
 local cur = redis.call('GET', owner_key)
 if cur then return {0, cur} end
+if aliases == '1' then
+  local other = redis.call('GET', alias_key)
+  if other and redis.call('EXISTS', prefix .. ':stream:' .. other .. ':owner') == 1 then return {2, other} end
+end
 local now = now_ms()
 local e = redis.call('INCR', epoch_key)
 if e < now then
@@ -135,6 +141,23 @@ RELEASE = Script("release", keys=("owner_key",), args=("lease",), body="""
 if redis.call('GET', owner_key) == lease then return redis.call('DEL', owner_key) end
 return 0
 """)
+
+# ---------------------------------------------------------------- aliases
+
+#: Two keys of one stream (C{stream}, whose owner's engine session named
+#: C{canonical}): record the alias both ways for C{ttl_ms}, and answer
+#: C{canonical}'s current lease (nil when nobody owns it). Together with
+#: CLAIM's alias check this leaves no window: a claim of C{canonical} either
+#: ran before (its owner is answered here, and the caller defers to it) or
+#: runs after (it finds the alias and C{stream}'s owner, and is redirected).
+ALIAS = Script("alias", keys=("alias_key", "canonical_alias_key", "canonical_owner_key"),
+               args=("stream", "canonical", "ttl_ms"), body="""
+redis.call('SET', alias_key, canonical, 'PX', ttl_ms)
+redis.call('SET', canonical_alias_key, stream, 'PX', ttl_ms)
+return redis.call('GET', canonical_owner_key)
+""")
+
+ALIAS_SCRIPTS = (ALIAS,)
 
 # ---------------------------------------------------------------- mirror
 
@@ -358,7 +381,7 @@ return out
 SCRIPTS: Dict[str, Script] = {s.name: s for s in (
     CLAIM, RENEW, RELEASE, PUBLISH, STREAM_GONE, UPDATE_STREAM, FOLLOW_START, CLIENT_WRITE, CLIENT_LEFT,
     CLIENT_COUNT, HEARTBEAT, FORGET_WORKER, CLUSTER_VIEW, ENGINE_RESERVE, ENGINE_COMMIT, ENGINE_LOADS,
-)}
+) + ALIAS_SCRIPTS}
 
 
 def flat_fields(fields: Sequence[Tuple[str, Any]]) -> List[Any]:

@@ -49,6 +49,9 @@ class CoordSettings:
     @ivar mirror_ttl: the block mirror of a stream lives this long after its
         last publish.
     @ivar mirror_maxlen: about this many blocks are kept in a stream's mirror.
+    @ivar alias_ttl: an alias (two stream keys the engine said are one
+        stream, as C{id:X} and C{infohash:Y}) is kept this long after it was
+        last learned.
     """
 
     lease_ms: int = attr.ib(default=5000, validator=_positive)
@@ -59,6 +62,7 @@ class CoordSettings:
     stream_ttl: float = attr.ib(default=60.0, validator=_positive)
     mirror_ttl: float = attr.ib(default=30.0, validator=_positive)
     mirror_maxlen: int = attr.ib(default=200, validator=_positive)
+    alias_ttl: float = attr.ib(default=86400.0, validator=_positive)
 
     @property
     def lease(self) -> float:

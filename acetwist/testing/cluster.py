@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
-from acetwist.interfaces import Block, ClientRecord, ICoordinator, IFollower, Lease
+from acetwist.interfaces import Block, ClaimResult, ClientRecord, ICoordinator, IFollower, Lease, Redirect
 
 
 @implementer(IFollower)
@@ -29,7 +29,12 @@ class FakeCoordinator:
     A programmable coordinator: C{other_owner} simulates another worker
     holding the lease, C{renew_ok} whether renewals succeed, C{cluster_clients}
     the players other workers report (or C{count_error}, a count that cannot
-    be had). It records what the channel tells it.
+    be had). C{owners} gives keys other workers own, one by one (claims of
+    them are refused; L{alias} answers them); C{redirects} maps keys whose
+    claims (with aliases) are redirected to another key; C{pending_aliases}, when a list, holds the Deferreds of
+    L{alias} calls for the test to fire. It records what the channel tells
+    it (C{claimed}: the keys claimed and whether aliases were followed;
+    C{aliases}: the pairs learned).
     """
 
     worker_id = "test-worker"
@@ -50,6 +55,11 @@ class FakeCoordinator:
         self.gone: List[str] = []
         self.followers: List[FakeFollower] = []
         self.metadata: List[Dict[str, Any]] = []
+        self.redirects: Dict[str, str] = {}
+        self.owners: Dict[str, Lease] = {}
+        self.claimed: List[Tuple[str, bool]] = []
+        self.aliases: List[Tuple[str, str]] = []
+        self.pending_aliases: Optional[List["Deferred[Optional[Lease]]"]] = None
 
     def start(self) -> None:
         pass
@@ -57,12 +67,23 @@ class FakeCoordinator:
     def stop(self) -> "Deferred[None]":
         return succeed(None)
 
-    def claim(self, stream_key: str) -> "Deferred[Optional[Lease]]":
+    def claim(self, stream_key: str, aliases: bool = True) -> "Deferred[ClaimResult]":
         self.claims += 1
-        if self.other_owner is not None:
+        self.claimed.append((stream_key, aliases))
+        if self.other_owner is not None or stream_key in self.owners:
             return succeed(None)
+        if aliases and stream_key in self.redirects:
+            return succeed(Redirect(self.redirects[stream_key]))
         self.epoch += 1
         return succeed(Lease(self.worker_id, self.epoch))
+
+    def alias(self, stream_key: str, canonical: str) -> "Deferred[Optional[Lease]]":
+        self.aliases.append((stream_key, canonical))
+        if self.pending_aliases is not None:
+            d: "Deferred[Optional[Lease]]" = Deferred()
+            self.pending_aliases.append(d)
+            return d
+        return succeed(self.owners.get(canonical))
 
     def renew(self, stream_key: str, lease: Lease) -> "Deferred[bool]":
         return succeed(self.renew_ok and self.other_owner is None)
@@ -72,7 +93,7 @@ class FakeCoordinator:
         return succeed(None)
 
     def owner(self, stream_key: str) -> "Deferred[Optional[Lease]]":
-        return succeed(self.other_owner)
+        return succeed(self.owners.get(stream_key, self.other_owner))
 
     def publish(self, stream_key: str, lease: Lease, block: Block) -> None:
         self.published.append((lease.epoch, block))
