@@ -27,6 +27,7 @@ from acetwist.channel.lease import LeaseCore, LeaseMachine
 from acetwist.channel.lifecycle import Following, Lifecycle, LifecycleCore, LifecycleMachine, Owning
 from acetwist.channel.mirror_source import MirrorCore, MirrorSource, OwnerWatch, WatchCore
 from acetwist.channel.roster import ClientInfo, Roster
+from acetwist.channel.status import channel_status, ring_bitrate, stream_metadata
 from acetwist.channel.weak import weakly
 from acetwist.config import Settings
 from acetwist.engines.api import IEnginePool
@@ -358,54 +359,14 @@ class Channel:
         """Refresh players' records from real delivery, and the stream's shared metadata."""
         # players waiting for the upstream (recovery, prebuffering) get no bytes but are watching
         self.roster.heartbeat(waiting_for_upstream=self.state != "live")
-        lease = self.lease
-        if lease is not None:
-            session = self.session
-            self.coordinator.update_stream(
-                self.key,
-                {
-                    "state": self.state,
-                    "engine": self.engine_url or "",
-                    "owner": lease.owner,
-                    "epoch": lease.epoch,
-                    "bitrate": self.bitrate(),
-                    "started": self.created_at,
-                    "bytes_in": self.bytes_in,
-                    "infohash": session.infohash if session else "",
-                },
-            )
+        if self.lease is not None:
+            self.coordinator.update_stream(self.key, stream_metadata(self))
 
     # ------------------------------------------------------------ status
 
     def status(self) -> Dict[str, Any]:
-        now = self.clock.seconds()
-        session = self.session
-        lease = self.lease
-        return {
-            "key": self.key,
-            "parameters": dict(self.selector.extra),
-            "state": self.state,
-            "engine": self.engine_url,
-            "infohash": session.infohash if session else None,
-            "playback_session_id": session.playback_session_id if session else None,
-            "playback_url": session.playback_url if session else None,
-            "stat_url": session.stat_url if session else None,
-            "command_url": session.command_url if session else None,
-            "role": self.role,
-            "owner": lease.owner if lease else None,
-            "epoch": lease.epoch if lease else self.follow_epoch,
-            "created_at": self.created_at,
-            "uptime": round(now - self.created_at, 3),
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out_total(),
-            "bitrate": self.bitrate(),
-            "recoveries": self.recoveries,
-            "sessions_opened": self.sessions_opened,
-            "last_end_reason": self.last_end_reason,
-            "ring": {"blocks": len(self.ring), "bytes": self.ring.total_bytes, "resyncs": self.ring.resyncs},
-            "clients": self.roster.status(),
-            "error": self.error.message if self.error else None,
-        }
+        """What /status shows of this channel (see L{acetwist.channel.status})."""
+        return channel_status(self)
 
     def bytes_out_total(self) -> int:
         return self.roster.bytes_out()
@@ -415,10 +376,4 @@ class Channel:
 
     def bitrate(self) -> int:
         """Bits per second over the ring's history."""
-        first = self.ring.get(self.ring.first_seq)
-        newest = self.ring.get(self.ring.next_seq - 1)
-        if first is None or newest is None or newest.created <= first.created:
-            return 0
-        return int(self.ring.total_bytes * 8 / (newest.created - first.created))
-
-
+        return ring_bitrate(self.ring)

@@ -20,39 +20,22 @@ recovery L{Ladder}, whose last rung moves the channel to another engine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, FrozenSet, List, Optional, Protocol, Set
-
-import attr
+from typing import Callable, FrozenSet, Optional, Protocol
 
 from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from acetwist.channel.ladder import Ladder, Rung, Step
+from acetwist.channel.engine_core import Attempt, EngineCore, Granted, Open, Wait, as_error
+from acetwist.channel.ladder import Rung, Step
 from acetwist.channel.weak import weakly
-from acetwist.config import Settings
-from acetwist.engine_api import IPlaybackReader
-from acetwist.engines.api import IEnginePool, IReservation
+from acetwist.engines.api import IReservation
 from acetwist.errors import EngineError, ErrorKind
 from acetwist.interfaces import IStreamSource
-from acetwist.upstream import EngineSession, PlaybackEnd, Selector
+from acetwist.upstream import EngineSession, PlaybackEnd
 
-
-@attr.s(frozen=True, auto_attribs=True)
-class Granted:
-    """An engine session and the reservation that counts it on its engine."""
-
-    session: EngineSession
-    reservation: IReservation
-
-    @property
-    def engine_id(self) -> str:
-        return str(self.reservation.engine_id)
-
+__all__ = ["EngineCore", "EngineSource", "Granted"]
 
 class _Inputs(Protocol):
     def start(self) -> None:
@@ -91,132 +74,10 @@ class _Inputs(Protocol):
     def _handed_over(self) -> None: ...
 
 
-@dataclass
-class EngineCore:
-    """
-    What the machine works with, and what it reports.
-
-    @ivar on_session: a new session was granted; False means the channel
-        handed it (and its players) to another channel, so it is not read.
-    @ivar on_recovering: a recovery incident begins (the ring marks a splice).
-    @ivar on_failed: the source gave up; players get C{error}.
-    @ivar had_data: the channel has had stream data (from here or, after a
-        takeover, from the mirror): failures climb the ladder instead of being final.
-    """
-
-    pool: IEnginePool
-    selector: Selector
-    settings: Settings
-    clock: IReactorTime
-    on_data: Callable[[bytes], None]
-    on_session: Callable[[Granted], bool]
-    on_recovering: Callable[[], None]
-    on_failed: Callable[[EngineError], None]
-    had_data: bool = False
-    key: str = ""
-    phase: str = "starting"
-    current: Optional[Granted] = None
-    ladder: Optional[Ladder] = None
-    #: engines tried (and unreachable) for the first session
-    tried: FrozenSet[str] = frozenset()
-    #: when the channel began looking for another engine (the failover timeout runs from there)
-    failover_since: Optional[float] = None
-    sessions_opened: int = 0
-    last_end_reason: Optional[str] = None
-    first_byte_deadline: Optional[float] = None
-    #: a session another channel handed us while our own call was in flight:
-    #: which of the two the engine made last is unknown, so ours is read and
-    #: this one is kept in case the engine says ours is gone
-    fallback: Optional[Granted] = None
-    stopped_pids: Set[str] = field(default_factory=set)
-    stop_calls: List["Deferred[bool]"] = field(default_factory=list)
-    log: Logger = field(default_factory=Logger)
-
-    @property
-    def session(self) -> Optional[EngineSession]:
-        return self.current.session if self.current is not None else None
-
-    def stop_session(self, granted: Optional[Granted], reason: str = "stopped") -> None:
-        """Send C{stop} for C{granted}'s session and free its slot, once per session."""
-        if granted is None or granted.session.pid in self.stopped_pids:
-            return
-        self.stopped_pids.add(granted.session.pid)
-        self.stop_calls.append(granted.reservation.engine.stop(granted.session))
-        granted.reservation.release(reason)
-
-    def new_ladder(self) -> Ladder:
-        s = self.settings
-        engine_id = self.current.engine_id if self.current is not None else ""
-        self.ladder = Ladder(s.reconnect_attempts, s.session_attempts, s.backoff,
-                             failover=self.pool.can_fail_over(engine_id))
-        self.failover_since = None
-        return self.ladder
-
-    def begin_incident(self) -> None:
-        """The stream was lost after data flowed: recover from the bottom of a new ladder."""
-        self.phase = "recovering"
-        self.new_ladder()
-        self.on_recovering()
-
-
-@dataclass
-class _Open:
-    """A JSON call in flight (its reply comes to the machine)."""
-
-
-class _Attempt:
-    """
-    One read of the playback URL. The reader reports to this object, which
-    forwards to the machine only while the read is current: a reader that
-    reports after it was replaced, or twice, is ignored.
-    """
-
-    def __init__(self, machine: "_Inputs") -> None:
-        self._data = weakly(machine._data)  # the machine holds this read as its state's data
-        self._ended = weakly(machine._ended)
-        self.current = True
-        self.reader: Optional[IPlaybackReader] = None
-
-    def data(self, data: bytes) -> None:
-        if self.current:
-            self._data(data)
-
-    def ended(self, end: PlaybackEnd) -> None:
-        if self.current:
-            self.current = False
-            self._ended(end)
-
-    def abandon(self) -> None:
-        self.current = False
-        if self.reader is not None:
-            self.reader.stop()
-
-
-@dataclass
-class _Wait:
-    timer: IDelayedCall
-    step: Step
-    timeout: float
-
-    def cancel(self) -> None:
-        if self.timer.active():
-            self.timer.cancel()
-
-
-def _as_error(failure: Failure) -> EngineError:
-    if isinstance(failure.value, EngineError):
-        return failure.value
-    _log.failure("unexpected failure of an engine call", failure)
-    return EngineError(502, f"internal error: {failure.getErrorMessage()}", kind=ErrorKind.INTERNAL)
-
-
-_log = Logger()
-
-
 def _build() -> Callable[[EngineCore], _Inputs]:
     machine = TypeMachineBuilder(_Inputs, EngineCore)
 
-    def call_engine(m: _Inputs, s: EngineCore, only: Optional[str], exclude: FrozenSet[str]) -> _Open:
+    def call_engine(m: _Inputs, s: EngineCore, only: Optional[str], exclude: FrozenSet[str]) -> Open:
         def reserved(reservation: IReservation) -> None:
             def granted(session: EngineSession) -> None:
                 reservation.commit(session)
@@ -224,17 +85,17 @@ def _build() -> Callable[[EngineCore], _Inputs]:
 
             def refused(failure: Failure) -> None:
                 reservation.release("refused")
-                m._open_failed(_as_error(failure), str(reservation.engine_id))
+                m._open_failed(as_error(failure), str(reservation.engine_id))
 
             reservation.engine.open_session(s.selector).addCallbacks(granted, refused)
 
         s.pool.reserve(s.key, only=only, exclude=exclude).addCallbacks(
-            reserved, lambda f: m._open_failed(_as_error(f), None))
-        return _Open()
+            reserved, lambda f: m._open_failed(as_error(f), None))
+        return Open()
 
-    def start_reading(m: _Inputs, s: EngineCore, timeout: float) -> _Attempt:
+    def start_reading(m: _Inputs, s: EngineCore, timeout: float) -> Attempt:
         assert s.current is not None
-        attempt = _Attempt(m)
+        attempt = Attempt(weakly(m._data), weakly(m._ended))
         attempt.reader = s.current.reservation.engine.read(
             s.current.session.playback_url,
             on_data=attempt.data,
@@ -244,8 +105,8 @@ def _build() -> Callable[[EngineCore], _Inputs]:
         )
         return attempt
 
-    def schedule(m: _Inputs, s: EngineCore, step: Step, timeout: float) -> _Wait:
-        return _Wait(s.clock.callLater(step.delay, weakly(m._due)), step, timeout)
+    def schedule(m: _Inputs, s: EngineCore, step: Step, timeout: float) -> Wait:
+        return Wait(s.clock.callLater(step.delay, weakly(m._due)), step, timeout)
 
     idle = machine.state("Idle")
     opening = machine.state("Opening", call_engine)
@@ -284,11 +145,11 @@ def _build() -> Callable[[EngineCore], _Inputs]:
         m._read(s.settings.first_byte_timeout)
 
     @opening.upon(_Inputs._opened).to(deciding)
-    def opened(m: _Inputs, s: EngineCore, o: _Open, granted: Granted) -> None:
+    def opened(m: _Inputs, s: EngineCore, o: Open, granted: Granted) -> None:
         accept(m, s, granted)
 
     @opening.upon(_Inputs._open_failed).to(deciding)
-    def open_failed(m: _Inputs, s: EngineCore, o: _Open, error: EngineError, engine_id: Optional[str]) -> None:
+    def open_failed(m: _Inputs, s: EngineCore, o: Open, error: EngineError, engine_id: Optional[str]) -> None:
         down = note_unreachable(s, error, engine_id) or (
             error.kind is ErrorKind.LIMIT and s.current is not None and not s.pool.healthy(s.current.engine_id))
         if s.fallback is not None:
@@ -307,11 +168,11 @@ def _build() -> Callable[[EngineCore], _Inputs]:
             climb(m, s, error, down)
 
     @opening.upon(_Inputs.adopt).loop()
-    def adopt_while_opening(m: _Inputs, s: EngineCore, o: _Open, granted: Granted) -> None:
+    def adopt_while_opening(m: _Inputs, s: EngineCore, o: Open, granted: Granted) -> None:
         s.fallback = granted  # our call's session may supersede it, or be superseded by it
 
     @opening.upon(_Inputs.stop).to(stopped)
-    def stop_opening(m: _Inputs, s: EngineCore, o: _Open, stop_session: bool) -> None:
+    def stop_opening(m: _Inputs, s: EngineCore, o: Open, stop_session: bool) -> None:
         end_sessions(s, stop_session)  # the reply still to come is stopped in Stopped
 
     # ---------------------------------------------------------------- deciding (transient)
@@ -331,20 +192,20 @@ def _build() -> Callable[[EngineCore], _Inputs]:
 
     # ---------------------------------------------------------------- reading
     @reading.upon(_Inputs._data).loop()
-    def data(m: _Inputs, s: EngineCore, a: _Attempt, data: bytes) -> None:
+    def data(m: _Inputs, s: EngineCore, a: Attempt, data: bytes) -> None:
         s.had_data = True
         s.fallback = None  # ours is the live one
         s.on_data(data)
 
     @reading.upon(_Inputs.block_cut).loop()
-    def live(m: _Inputs, s: EngineCore, a: _Attempt) -> None:
+    def live(m: _Inputs, s: EngineCore, a: Attempt) -> None:
         if s.phase != "live":
             if s.phase == "recovering" and s.ladder is not None:
                 s.log.info("{key} recovered after {n} attempt(s)", key=s.key, n=s.ladder.attempts)
             s.phase = "live"
 
     @reading.upon(_Inputs._ended).to(deciding)
-    def ended(m: _Inputs, s: EngineCore, a: _Attempt, end: PlaybackEnd) -> None:
+    def ended(m: _Inputs, s: EngineCore, a: Attempt, end: PlaybackEnd) -> None:
         s.last_end_reason = end.reason
         s.log.info("{key} upstream ended: {reason} ({n} bytes)", key=s.key, reason=end.reason, n=end.bytes_read)
         down = note_unreachable(s, end.error, s.current.engine_id if s.current is not None else None)
@@ -363,7 +224,7 @@ def _build() -> Callable[[EngineCore], _Inputs]:
             climb(m, s, end.error, down)
 
     @reading.upon(_Inputs.engine_unhealthy).loop()
-    def engine_unhealthy(m: _Inputs, s: EngineCore, a: _Attempt, engine_id: str) -> None:
+    def engine_unhealthy(m: _Inputs, s: EngineCore, a: Attempt, engine_id: str) -> None:
         current = s.current
         if current is None or current.engine_id != engine_id or not s.pool.can_fail_over(engine_id):
             return
@@ -376,19 +237,19 @@ def _build() -> Callable[[EngineCore], _Inputs]:
         a.abandon()
 
     @reading.upon(_Inputs.adopt).to(deciding)
-    def adopt_while_reading(m: _Inputs, s: EngineCore, a: _Attempt, granted: Granted) -> None:
+    def adopt_while_reading(m: _Inputs, s: EngineCore, a: Attempt, granted: Granted) -> None:
         a.abandon()
         supersede(s)
         switch_to(m, s, granted)
 
     @reading.upon(_Inputs.stop).to(stopped)
-    def stop_reading(m: _Inputs, s: EngineCore, a: _Attempt, stop_session: bool) -> None:
+    def stop_reading(m: _Inputs, s: EngineCore, a: Attempt, stop_session: bool) -> None:
         a.abandon()
         end_sessions(s, stop_session)
 
     # ---------------------------------------------------------------- waiting for a rung
     @waiting.upon(_Inputs._due).to(deciding)
-    def due(m: _Inputs, s: EngineCore, w: _Wait) -> None:
+    def due(m: _Inputs, s: EngineCore, w: Wait) -> None:
         if w.step.attempt:
             s.log.info("{key}: recovery attempt {n} ({rung})", key=s.key, n=w.step.attempt, rung=w.step.rung.value)
         current = s.current
@@ -407,13 +268,13 @@ def _build() -> Callable[[EngineCore], _Inputs]:
             m._give_up(lost(s))
 
     @waiting.upon(_Inputs.adopt).to(deciding)
-    def adopt_while_waiting(m: _Inputs, s: EngineCore, w: _Wait, granted: Granted) -> None:
+    def adopt_while_waiting(m: _Inputs, s: EngineCore, w: Wait, granted: Granted) -> None:
         w.cancel()
         supersede(s)
         switch_to(m, s, granted)
 
     @waiting.upon(_Inputs.stop).to(stopped)
-    def stop_waiting(m: _Inputs, s: EngineCore, w: _Wait, stop_session: bool) -> None:
+    def stop_waiting(m: _Inputs, s: EngineCore, w: Wait, stop_session: bool) -> None:
         w.cancel()
         end_sessions(s, stop_session)
 
