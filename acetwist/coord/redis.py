@@ -6,7 +6,8 @@ described in C{docs/redis.md}; the pieces live next to this module:
 L{acetwist.coord.scripts} (the Lua), L{acetwist.coord.keys} (the key
 names), L{acetwist.coord.link} (connections and their health),
 L{acetwist.coord.commands} (requests and fire-and-forget writes),
-L{acetwist.coord.follower} (reading a mirror) and L{acetwist.coord.view}.
+L{acetwist.coord.follower} (reading a mirror), L{acetwist.coord.players}
+(player records and counts) and L{acetwist.coord.view}.
 
 How Redis trouble is kept away from the streaming path:
 
@@ -29,7 +30,6 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
 
-import attr
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
@@ -45,12 +45,12 @@ from acetwist.coord.base import (
     field_text,
     lease_value,
     parse_lease,
-    record_dict,
 )
 from acetwist.coord.commands import Commands
 from acetwist.coord.follower import RedisFollower
 from acetwist.coord.keys import Keys
 from acetwist.coord.link import Link, observe
+from acetwist.coord.players import RedisPlayers
 from acetwist.coord.settings import RedisSettings
 from acetwist.coord.view import cluster_view, local_view
 from acetwist.interfaces import Block, ClaimResult, ClientRecord, ICoordinator, Lease, Redirect
@@ -65,25 +65,6 @@ log = Logger()
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
-
-
-def count_doubt(settings: RedisSettings, age_ms: int, since_reconnect: Optional[float]) -> Optional[str]:
-    """
-    Why a player count cannot be trusted, or None: C{age_ms} is how long
-    Redis has held the cluster's records (-1: the marker was missing),
-    C{since_reconnect} how long ago this worker's link came back (None:
-    never lost).
-    """
-    if age_ms < 0:
-        why = "Redis held no player records of the cluster (restarted, flushed or unreached) until now"
-    elif age_ms < _ms(settings.client_ttl):
-        why = f"Redis has held the cluster's player records for only {age_ms / 1000:.1f} s"
-    elif since_reconnect is not None and since_reconnect < settings.settle_after_reconnect:
-        return (f"this worker reconnected to Redis {since_reconnect:.1f} s ago; counts are trusted "
-                f"{settings.settle_after_reconnect:g} s after a reconnection")
-    else:
-        return None
-    return f"{why}; counts are trusted once it has for client_ttl ({settings.client_ttl:g} s)"
 
 
 @implementer(ICoordinator)
@@ -117,8 +98,7 @@ class RedisCoordinator:
         self._heartbeat: Optional[LoopingCall] = None
         self._followers: Set[RedisFollower] = set()
         self._closing: Set[Deferred[Any]] = set()
-        self._clients: Dict[str, ClientRecord] = {}
-        self._client_written: Dict[str, float] = {}
+        self._players = RedisPlayers(self._commands, self.keys, settings, reactor, self._link)
         self._started = False
         self._stop_d: Optional[Deferred[Any]] = None
 
@@ -180,7 +160,7 @@ class RedisCoordinator:
             worker_key=self.keys.worker(self.worker_id), workers_key=self.keys.workers,
             since_key=self.keys.since,
             worker=self.worker_id, ttl_ms=_ms(s.worker_ttl), host=socket.gethostname(), pid=os.getpid(),
-            started_at=f"{self.started_at:.3f}", clients=len(self._clients), since_ttl_ms=_ms(s.data_set_ttl),
+            started_at=f"{self.started_at:.3f}", clients=len(self._players.records), since_ttl_ms=_ms(s.data_set_ttl),
         ))
 
     def _halt(self) -> Deferred[Any]:
@@ -206,16 +186,13 @@ class RedisCoordinator:
     def _stop(self, forget: bool) -> Any:
         yield self._halt()
         if forget and self._link.up:
-            player_keys: List[str] = []
-            for record in self._clients.values():
-                player_keys += [self.keys.client(record.client_id), self.keys.clients(record.stream_key)]
             d = self._commands.request("forget_worker", self.worker_id, scripts.FORGET_WORKER(
                 worker_key=self.keys.worker(self.worker_id), workers_key=self.keys.workers,
-                player_keys=player_keys, worker=self.worker_id, client_ids=list(self._clients),
+                player_keys=self._players.keys_of_all(), worker=self.worker_id,
+                client_ids=list(self._players.records),
             ), last=True)
             yield d.addErrback(lambda f: None)
-        self._clients.clear()
-        self._client_written.clear()
+        self._players.clear()
         yield self._link.close()
 
     def _begin_stop(self, forget: bool) -> Deferred[None]:
@@ -320,72 +297,19 @@ class RedisCoordinator:
 
     # ------------------------------------------------------------ players
 
-    def _write_client(self, what: str, record: ClientRecord) -> None:
-        fields: List[Any] = []
-        for name, value in record_dict(record).items():
-            fields += [name, repr(float(value)) if isinstance(value, float) else value]
-        d = self._commands.fire(what, record.client_id, scripts.CLIENT_WRITE(
-            client_key=self.keys.client(record.client_id), clients_key=self.keys.clients(record.stream_key),
-            streams_key=self.keys.streams, client_id=record.client_id, ttl_ms=_ms(self.settings.client_ttl),
-            stream=record.stream_key, fields=fields,
-        ))
-        if d is not None:
-            self._client_written[record.client_id] = float(self.reactor.seconds())
-
     def client_joined(self, record: ClientRecord) -> None:
-        self._clients[record.client_id] = attr.evolve(record)
-        self._write_client("client_joined", record)
+        self._players.joined(record)
 
     def client_progress(self, record: ClientRecord) -> None:
-        """
-        Write the record (creating it again if Redis lost it), at most once
-        per C{progress_interval}: more calls are absorbed. Whether its bytes
-        changed does not matter.
-        """
-        self._clients[record.client_id] = attr.evolve(record)
-        last = self._client_written.get(record.client_id)
-        if last is not None and float(self.reactor.seconds()) - last < self.settings.progress_interval:
-            self._commands.count("client_progress_absorbed")
-            return
-        self._write_client("client_progress", record)
+        """See L{RedisPlayers.progress}: at most one write per C{progress_interval}."""
+        self._players.progress(record)
 
     def client_left(self, record: ClientRecord) -> None:
-        self._clients.pop(record.client_id, None)
-        self._client_written.pop(record.client_id, None)
-        self._commands.fire("client_left", record.client_id, scripts.CLIENT_LEFT(
-            client_key=self.keys.client(record.client_id), clients_key=self.keys.clients(record.stream_key),
-            client_id=record.client_id,
-        ))
+        self._players.left(record)
 
     def client_count(self, stream_key: str) -> Deferred[int]:
-        """
-        Players on C{stream_key} across the cluster, or L{CountUnknown}: when
-        Redis cannot be asked; when its records may be incomplete because its
-        data set is younger than C{client_ttl} (the marker C{P:cluster:since}
-        was missing or is recent: Redis restarted, was flushed, or nobody
-        reached it for C{data_set_ttl}); or within C{settle_after_reconnect}
-        after this worker's link came back.
-        """
-        d = self._commands.request("client_count", stream_key, scripts.CLIENT_COUNT(
-            clients_key=self.keys.clients(stream_key), since_key=self.keys.since,
-            since_ttl_ms=_ms(self.settings.data_set_ttl),
-        ))
-        return d.addCallbacks(lambda reply: self._counted(stream_key, reply),
-                              lambda failure: self._uncounted(stream_key, failure))
-
-    def _counted(self, stream_key: str, reply: List[Any]) -> int:
-        count, age_ms = int(reply[0]), int(reply[1])
-        reconnected = self._link.reconnected_at
-        since = float(self.reactor.seconds()) - reconnected if reconnected is not None else None
-        why = count_doubt(self.settings, age_ms, since)
-        if why is not None:
-            self._commands.count("client_count_unknown")
-            raise CountUnknown(f"players of {stream_key} ({count} recorded): {why}")
-        self._commands.count("client_count_known")
-        return count
-
-    def _uncounted(self, stream_key: str, failure: Failure) -> int:
-        raise CountUnknown(f"cannot count players of {stream_key}: {failure.getErrorMessage()}")
+        """See L{RedisPlayers.count}: a number, or L{CountUnknown} when Redis's records may be incomplete."""
+        return self._players.count(stream_key)
 
     # ------------------------------------------------------------ streams
 
@@ -411,4 +335,4 @@ class RedisCoordinator:
 
     def _local_view(self, failure: Failure) -> Dict[str, Any]:
         return local_view(self.backend, failure.getErrorMessage(), self.worker_id, self.started_at,
-                          self._clients.values())
+                          self._players.records.values())

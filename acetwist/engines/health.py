@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_engine_pool_health -*-
+# -*- test-case-name: tests.test_engine_pool -*-
 """
 L{Health}: what probes and real calls say of one engine. A new engine is
 C{unknown} (not eligible) until its first probe answers; two failed probes

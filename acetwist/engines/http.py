@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_engine_pool_http -*-
+# -*- test-case-name: tests.test_engine_pool,tests.test_engine_pool_events,tests.test_engine_pool_sources -*-
 """
 L{JsonHTTP}: the pool's small HTTP calls (engine probes, the orchestrator's
 list and config, events), each with its own deadline, on an injected treq-like

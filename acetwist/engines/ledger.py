@@ -2,7 +2,7 @@
 """
 L{MemoryLedger}: engine load counted in one process (L{ILoadLedger} without
 Redis). Several ledgers sharing one L{SlotTable} behave like several workers
-sharing Redis (the table of a L{acetwist.coord.memory.MemoryCluster} is
+sharing Redis (the table of a L{acetwist.coord.memory_cluster.MemoryCluster} is
 shared that way), so multi-worker logic can be tested on a C{task.Clock}.
 The Redis ledger is L{acetwist.coord.ledger.RedisLedger}.
 
