@@ -12,6 +12,7 @@ from typing import Any, Dict, List
 
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from acetwist.sim.contents import numbered_contents
@@ -91,3 +92,22 @@ class TwoWorkersTwoEnginesTests(TestCase):
                 engines_of[channel["key"]] = channel["engine"]
         self.assertEqual(len(engines_of), 4)
         self.assertEqual(sorted(engines_of.values()), sorted(self.sim.urls * CAPACITY))
+        # and, from the shared metadata, each worker's cluster view shows every channel's engine
+        for worker in self.workers:
+            view = yield self.cluster_view_with_engines(worker, len(engines_of))
+            self.assertEqual({key: stream["metadata"]["engine"] for key, stream in view["streams"].items()},
+                             engines_of)
+
+    @inlineCallbacks
+    def cluster_view_with_engines(self, worker: ProcessWorker, streams: int, timeout: float = 10) -> Any:
+        """C{worker}'s cluster view once it lists C{streams} streams, each with its engine in its metadata."""
+        deadline = reactor.seconds() + timeout
+        while True:
+            status = yield worker.status()
+            view = status["cluster"]
+            listed = view.get("streams", {})
+            if len(listed) == streams and all((s.get("metadata") or {}).get("engine") for s in listed.values()):
+                return view
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"{worker.name}'s cluster view has no engine for every stream: {listed}")
+            yield deferLater(reactor, 0.2, lambda: None)  # then ask again
