@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -129,11 +130,137 @@ def slope_per_hour(points: Sequence[Tuple[float, float]]) -> float:
     return 3600 * sxy / sxx if sxx else float("nan")
 
 
+# ---------------------------------------------------------- memory trace
+
+#: Written as sitecustomize.py into a directory put first on the proxy's
+#: PYTHONPATH when --trace-memory is given: the proxy traces allocations and,
+#: on SIGUSR1, writes a tracemalloc snapshot and gc figures next to it.
+TRACE_HOOK = """
+import os
+
+if os.environ.get("ACETWIST_SOAK_TRACE"):
+    import gc, json, signal, tracemalloc
+
+    tracemalloc.start(int(os.environ.get("ACETWIST_SOAK_FRAMES", "6")))
+    _taken = [0]
+
+    def _dump(signum, frame):
+        _taken[0] += 1
+        base = os.path.join(os.environ["ACETWIST_SOAK_TRACE"], "snapshot-%d" % _taken[0])
+        tracemalloc.take_snapshot().dump(base + ".tracemalloc")
+        # the cyclic garbage pending now (unreachable, waiting for the collector), by type
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        cyclic = {}
+        for o in gc.garbage:
+            name = "%s.%s" % (getattr(type(o), "__module__", "?"), getattr(type(o), "__qualname__", "?"))
+            cyclic[name] = cyclic.get(name, 0) + 1
+        del gc.garbage[:]
+        gc.set_debug(0)
+        types = {}
+        for o in gc.get_objects():
+            name = "%s.%s" % (getattr(type(o), "__module__", "?"), getattr(type(o), "__qualname__", "?"))
+            types[name] = types.get(name, 0) + 1
+        from twisted.internet import reactor
+
+        timers = {}
+        for call in reactor.getDelayedCalls():
+            func = call.func
+            name = getattr(func, "__qualname__", None) or type(func).__qualname__
+            name = "%s.%s" % (getattr(func, "__module__", "?"), name)
+            count, latest = timers.get(name, (0, 0.0))
+            timers[name] = (count + 1, max(latest, call.getTime() - reactor.seconds()))
+        figures = {"traced": tracemalloc.get_traced_memory(), "gc_count": gc.get_count(), "cyclic": cyclic,
+                   "timers": timers,
+                   "gc_collections": [g["collections"] for g in gc.get_stats()],
+                   "gc_collected": [g["collected"] for g in gc.get_stats()],
+                   "garbage": len(gc.garbage), "objects": types}
+        with open(base + ".tmp", "w") as f:
+            json.dump(figures, f)
+        os.rename(base + ".tmp", base + ".json")
+
+    signal.signal(signal.SIGUSR1, _dump)
+"""
+
+
+class MemoryTrace:
+    """Snapshots of the proxy's Python heap (tracemalloc, gc), taken on SIGUSR1 by TRACE_HOOK."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "sitecustomize.py"), "w") as f:
+            f.write(TRACE_HOOK)
+        self.taken: List[Tuple[str, str]] = []  # (label, path without extension)
+
+    def env(self) -> Dict[str, str]:
+        return {"ACETWIST_SOAK_TRACE": self.directory}
+
+    async def snapshot(self, child: "Child", label: str) -> None:
+        base = os.path.join(self.directory, f"snapshot-{len(self.taken) + 1}")
+        child.transport.signalProcess(signal.SIGUSR1)
+        deadline = now() + 120
+        while not os.path.exists(base + ".json") and now() < deadline:
+            await sleep(0.5)
+        if os.path.exists(base + ".json"):
+            self.taken.append((label, base))
+            print(f"memory trace: snapshot '{label}' in {base}.*", flush=True)
+
+    def report(self) -> None:
+        import tracemalloc
+
+        if not self.taken:
+            return
+        figures = []
+        for label, base in self.taken:
+            with open(base + ".json") as f:
+                figures.append((label, json.load(f)))
+        print("memory trace (the proxy's Python heap, tracemalloc):")
+        for label, fig in figures:
+            print(f"  {label}: traced {fig['traced'][0] / 1e6:.2f} MB (peak {fig['traced'][1] / 1e6:.2f}),"
+                  f" gc objects {sum(fig['objects'].values())}, collections per generation"
+                  f" {fig['gc_collections']}, collected {fig['gc_collected']}, gc.garbage {fig['garbage']}")
+            cyclic = sorted(((n, name) for name, n in fig["cyclic"].items()), reverse=True)
+            print(f"    cyclic garbage pending: {sum(fig['cyclic'].values())} objects: "
+                  + ", ".join(f"{name} {n}" for n, name in cyclic[:8]))
+            timers = sorted(((n, name, due) for name, (n, due) in fig["timers"].items()), reverse=True)
+            print(f"    pending reactor timers: {sum(n for n, _, _ in timers)}: "
+                  + ", ".join(f"{name} {n} (last due in {due:.0f} s)" for n, name, due in timers[:8]))
+        ignore = [tracemalloc.Filter(False, tracemalloc.__file__),
+                  tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+                  tracemalloc.Filter(False, "<unknown>")]
+        labels = [label for label, _ in self.taken]
+        pairs = [(a, b) for a, b in (("warm-up end", "end"), ("start", "all channels ended"))
+                 if a in labels and b in labels]
+        for first_label, label in pairs:
+            i, j = labels.index(first_label), labels.index(label)
+            old = tracemalloc.Snapshot.load(self.taken[i][1] + ".tracemalloc").filter_traces(ignore)
+            new = tracemalloc.Snapshot.load(self.taken[j][1] + ".tracemalloc").filter_traces(ignore)
+            fig = figures[j][1]
+            print(f"  largest growths, '{first_label}' -> '{label}' (by allocation site):")
+            for stat in new.compare_to(old, "lineno")[:12]:
+                frame = stat.traceback[0]
+                print(f"    {stat.size_diff / 1e3:+9.1f} kB {stat.count_diff:+7d} blocks"
+                      f"  {os.path.relpath(frame.filename, ROOT)}:{frame.lineno}")
+            print(f"  largest growths, '{first_label}' -> '{label}' (by call stack, innermost first):")
+            for stat in new.compare_to(old, "traceback")[:5]:
+                where = " < ".join(f"{os.path.relpath(f.filename, ROOT)}:{f.lineno}"
+                                   for f in reversed(stat.traceback))
+                print(f"    {stat.size_diff / 1e3:+9.1f} kB {stat.count_diff:+7d} blocks  {where}")
+            before = figures[i][1]["objects"]
+            grown = sorted(((n - before.get(name, 0), name) for name, n in fig["objects"].items()),
+                           reverse=True)
+            print("    object counts grown: " + ", ".join(f"{name} {d:+d}" for d, name in grown[:8] if d > 0))
+
+
 # ------------------------------------------------------------- processes
 
 
 class Child(protocol.ProcessProtocol):
     """A twistd process of ours: its output goes to a log file; stopped by its pid."""
+
+    #: every child started, so an interrupted soak still ends them (SIGTERM, by pid)
+    started: List["Child"] = []
 
     transport: Any
 
@@ -144,11 +271,15 @@ class Child(protocol.ProcessProtocol):
         self.ended: defer.Deferred[None] = defer.Deferred()
         self.pid = 0
 
-    def start(self, *args: str) -> "Child":
+    def start(self, *args: str, trace: Optional[MemoryTrace] = None) -> "Child":
         argv = twistd_command(*args)
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        path = [trace.directory] if trace is not None else []
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([*path, ROOT, os.environ.get("PYTHONPATH", "")]))
+        if trace is not None:
+            env.update(trace.env())
         transport = reactor.spawnProcess(self, argv[0], argv, env=env, path=ROOT)
         self.pid = int(transport.pid)
+        Child.started.append(self)
         return self
 
     def outReceived(self, data: bytes) -> None:
@@ -468,9 +599,10 @@ async def run(args: argparse.Namespace) -> None:
         "acestream-engine-sim", "--listen", f"tcp:{sim_port}:interface=127.0.0.1",
         "--bitrate", str(args.bitrate),
         "--prebuffer", "0.5", "--burst", "1", "--contents", str(args.channels + 1))
+    trace = MemoryTrace(os.path.join(log_dir, "trace")) if args.trace_memory else None
     proxy = Child("proxy", os.path.join(log_dir, "proxy.log")).start(
         "acestream-proxy", "--listen", f"tcp:{proxy_port}:interface=127.0.0.1", "--engine",
-        f"http://127.0.0.1:{sim_port}", "--grace", str(args.grace), *args.proxy_args)
+        f"http://127.0.0.1:{sim_port}", "--grace", str(args.grace), *args.proxy_args, trace=trace)
     soak = Soak(args, proxy_port)
     validators: List[Validator] = []
     try:
@@ -478,6 +610,8 @@ async def run(args: argparse.Namespace) -> None:
         await wait_http(f"{soak.url}/healthz")
         idle = f"{rss_mb(proxy.pid):.1f} MB, {open_fds(proxy.pid)} fds ({fd_kinds(proxy.pid)})"
         print(f"simulator pid {sim.pid}, proxy pid {proxy.pid}; idle proxy: {idle}", flush=True)
+        if trace is not None:
+            await trace.snapshot(proxy, "start")
         steady = soak.channels[0]
         validators = [Validator(f"{soak.url}{steady.path}") for _ in range(args.validators)]
         for validator in validators:
@@ -488,14 +622,20 @@ async def run(args: argparse.Namespace) -> None:
         samples: List[Dict[str, Any]] = []
         print("samples: t (s), proxy RSS (MB), open fds, proxy CPU (s), channels, players, 1-min load",
               flush=True)
+        traced_warm = False
         for k in range(int(duration // args.sample_every) + 1):
             await sleep(started + k * args.sample_every - now())
+            if trace is not None and not traced_warm and now() - started >= warmup:
+                traced_warm = True
+                await trace.snapshot(proxy, "warm-up end")
             row = await sample(proxy.pid, soak, now() - started)
             samples.append(row)
             columns = ("t", "rss_mb", "fds", "cpu_s", "channels", "clients", "load")
             print("  " + "  ".join(str(row[n]) for n in columns), flush=True)
         await sleep(started + duration - now())
         ended_at = now()
+        if trace is not None:
+            await trace.snapshot(proxy, "end")
         soak.running = False
         validator_figures = [v.figures(reactor.seconds()) for v in validators]
         for v in validators:
@@ -519,6 +659,8 @@ async def run(args: argparse.Namespace) -> None:
                    "fd_kinds": fd_kinds(proxy.pid),
                    "tcp": socket_peers(proxy.pid, {sim_port: "to-engine", proxy_port: "from-players"})}
         totals = (await soak.status())["totals"]
+        if trace is not None:
+            await trace.snapshot(proxy, "all channels ended")
     finally:
         for v in validators:
             v.hang_up()
@@ -527,6 +669,8 @@ async def run(args: argparse.Namespace) -> None:
         await proxy.stop()
         await sim.stop()
     report(args, soak, samples, warmup, drained, totals, validator_figures, proxy.log_path)
+    if trace is not None:
+        trace.report()
 
 
 def report(args: argparse.Namespace, soak: Soak, samples: List[Dict[str, Any]], warmup: float,
@@ -597,6 +741,8 @@ def entry() -> None:
     parser.add_argument("--warmup", type=float, default=None,
                         help="seconds excluded from the slopes (default: 180, or a third of a shorter run)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="trace the proxy's allocations (tracemalloc; slower), print where its heap grew")
     parser.add_argument("--log-dir", default=None,
                         help="where the simulator's and proxy's output go (default: a temp dir)")
     parser.add_argument("proxy_args", nargs="*", help="extra proxy options after --")
@@ -607,10 +753,16 @@ def entry() -> None:
         outcome.append(result)
         reactor.stop()
 
+    def interrupted() -> None:
+        for child in Child.started:
+            if child.running:
+                child.transport.signalProcess("TERM")
+
+    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
     reactor.callWhenRunning(lambda: defer.ensureDeferred(run(args)).addBoth(done))
     reactor.run()
     if outcome and isinstance(outcome[0], Failure):
-        outcome[0].printTraceback()
+        outcome[0].printTraceback(file=sys.stderr)
         sys.exit(1)
 
 
