@@ -21,6 +21,12 @@ served, the validating players' figures, and the proxy's RSS and fds once
 every channel has ended. It reports; it asserts nothing. Only 127.0.0.1; it
 ends only the two processes it started, by pid.
 
+With C{--trace-memory} the proxy runs with tracemalloc (through a
+sitecustomize hook; slower, and each snapshot pauses it for a few seconds):
+snapshots at the start, the warm-up end, the end and once every channel has
+ended print the Python heap, the allocation sites that grew, the cyclic
+garbage pending and the reactor's pending timers.
+
     .venv/bin/python bench/soak.py --minutes 15 --channels 4 --bitrate 3000000
 """
 
@@ -578,8 +584,10 @@ async def sample(pid: int, soak: Soak, t: float) -> Dict[str, Any]:
         document = await soak.status()
         row["channels"] = document["totals"]["channels"]
         row["clients"] = document["totals"]["clients"]
+        # what is neither a player's socket nor a channel's engine stream: flat unless something leaks
+        row["other_fds"] = row["fds"] - row["clients"] - row["channels"]
     except Exception as e:
-        row["channels"] = row["clients"] = f"? ({e})"
+        row["channels"] = row["clients"] = row["other_fds"] = f"? ({e})"
     return row
 
 
@@ -620,8 +628,8 @@ async def run(args: argparse.Namespace) -> None:
         loops.append(defer.ensureDeferred(soak.churn()))
         started = now()
         samples: List[Dict[str, Any]] = []
-        print("samples: t (s), proxy RSS (MB), open fds, proxy CPU (s), channels, players, 1-min load",
-              flush=True)
+        print("samples: t (s), proxy RSS (MB), open fds, fds other than players' and engine streams,"
+              " proxy CPU (s), channels, players, 1-min load", flush=True)
         traced_warm = False
         for k in range(int(duration // args.sample_every) + 1):
             await sleep(started + k * args.sample_every - now())
@@ -630,7 +638,7 @@ async def run(args: argparse.Namespace) -> None:
                 await trace.snapshot(proxy, "warm-up end")
             row = await sample(proxy.pid, soak, now() - started)
             samples.append(row)
-            columns = ("t", "rss_mb", "fds", "cpu_s", "channels", "clients", "load")
+            columns = ("t", "rss_mb", "fds", "other_fds", "cpu_s", "channels", "clients", "load")
             print("  " + "  ".join(str(row[n]) for n in columns), flush=True)
         await sleep(started + duration - now())
         ended_at = now()
@@ -682,6 +690,8 @@ def report(args: argparse.Namespace, soak: Soak, samples: List[Dict[str, Any]], 
     churn = soak.channels[1:]
     delays = [d for c in churn for d in c.end_delays]
     failures = sum(c.start_failures for c in churn)
+    other_t = [s["t"] for s in after if isinstance(s["other_fds"], int)]
+    others = [s["other_fds"] for s in after if isinstance(s["other_fds"], int)]
     timeouts = sum(c.end_timeouts for c in churn)
     with open(proxy_log, "rb") as f:
         log = f.read()
@@ -696,7 +706,9 @@ def report(args: argparse.Namespace, soak: Soak, samples: List[Dict[str, Any]], 
                               f" (least squares over {len(after)} samples, t >= {warmup:g} s)",
         "fds": f"warm-up end {first['fds']}, end {last['fds']}, all channels ended {drained['fds']}"
                f" ({drained['fd_kinds']}; TCP {drained['tcp']}),"
-               f" slope {slope_per_hour([(s['t'], s['fds']) for s in after]):.2f} per hour",
+               f" slope {slope_per_hour([(s['t'], s['fds']) for s in after]):.2f} per hour; fds other than"
+               f" players' and engine streams: min/max after warm-up {min(others, default='?')}/"
+               f"{max(others, default='?')}, slope {slope_per_hour(list(zip(other_t, others))):.2f} per hour",
         "channel_starts": f"{sum(c.starts for c in churn)} (start failures {failures});"
                           f" proxy engine getstream calls {totals['engine_json_calls']}",
         "channel_ends": f"{sum(c.ends for c in churn)} seen leaving /status"
