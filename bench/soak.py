@@ -277,12 +277,16 @@ class Child(protocol.ProcessProtocol):
         self.ended: defer.Deferred[None] = defer.Deferred()
         self.pid = 0
 
-    def start(self, *args: str, trace: Optional[MemoryTrace] = None) -> "Child":
+    def start(self, *args: str, trace: Optional[MemoryTrace] = None,
+              env_items: Sequence[str] = ()) -> "Child":
         argv = twistd_command(*args)
         path = [trace.directory] if trace is not None else []
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([*path, ROOT, os.environ.get("PYTHONPATH", "")]))
         if trace is not None:
             env.update(trace.env())
+        for item in env_items:
+            name, _, value = item.partition("=")
+            env[name] = value
         transport = reactor.spawnProcess(self, argv[0], argv, env=env, path=ROOT)
         self.pid = int(transport.pid)
         Child.started.append(self)
@@ -602,7 +606,8 @@ async def run(args: argparse.Namespace) -> None:
           f" {args.joins_per_minute:g} joins/min, mean stay {args.mean_stay:g} s,"
           f" at most {args.max_clients} churn players, channels on {args.channel_on:g} s on average then off,"
           f" grace {args.grace:g} s, {args.validators} validating players, warm-up {warmup:g} s,"
-          f" proxy options {' '.join(args.proxy_args) or '(none)'}, logs in {log_dir}", flush=True)
+          f" proxy options {' '.join(args.proxy_args) or '(none)'},"
+          f" proxy environment {' '.join(args.proxy_env) or '(inherited)'}, logs in {log_dir}", flush=True)
     sim = Child("simulator", os.path.join(log_dir, "simulator.log")).start(
         "acestream-engine-sim", "--listen", f"tcp:{sim_port}:interface=127.0.0.1",
         "--bitrate", str(args.bitrate),
@@ -610,7 +615,8 @@ async def run(args: argparse.Namespace) -> None:
     trace = MemoryTrace(os.path.join(log_dir, "trace")) if args.trace_memory else None
     proxy = Child("proxy", os.path.join(log_dir, "proxy.log")).start(
         "acestream-proxy", "--listen", f"tcp:{proxy_port}:interface=127.0.0.1", "--engine",
-        f"http://127.0.0.1:{sim_port}", "--grace", str(args.grace), *args.proxy_args, trace=trace)
+        f"http://127.0.0.1:{sim_port}", "--grace", str(args.grace), *args.proxy_args, trace=trace,
+        env_items=args.proxy_env)
     soak = Soak(args, proxy_port)
     validators: List[Validator] = []
     try:
@@ -753,6 +759,8 @@ def entry() -> None:
     parser.add_argument("--warmup", type=float, default=None,
                         help="seconds excluded from the slopes (default: 180, or a third of a shorter run)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--proxy-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the proxy only (e.g. MALLOC_ARENA_MAX=2)")
     parser.add_argument("--trace-memory", action="store_true",
                         help="trace the proxy's allocations (tracemalloc; slower), print where its heap grew")
     parser.add_argument("--log-dir", default=None,
