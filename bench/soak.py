@@ -6,22 +6,22 @@ and samples the proxy process's memory and file descriptors from /proc.
 - One steady channel stays on the whole time; a few validating players watch
   it from start to end and check every byte (acetwist.ts.TSChecker: sync
   losses, continuity errors) and the longest gap between data.
-- C{--channels} churn channels cycle: each starts (an anchor player opens
-  it), lives C{--channel-on} seconds on average, then every player on it
+- --channels churn channels cycle: each starts (an anchor player opens
+  it), lives --channel-on seconds on average, then every player on it
   leaves; once the proxy has ended it (the grace passed, it left /status) it
-  starts again after C{--channel-off} seconds.
+  starts again after --channel-off seconds.
 - Churn players (raw TCP, reading and discarding) join running channels at
-  C{--joins-per-minute} and stay C{--mean-stay} seconds on average
-  (exponential), at most C{--max-clients} at once; half hang up, half abort.
+  --joins-per-minute and stay --mean-stay seconds on average
+  (exponential), at most --max-clients at once; half hang up, half abort.
 
-Every C{--sample-every} seconds the proxy's VmRSS and open fds are sampled.
+Every --sample-every seconds the proxy's VmRSS and open fds are sampled.
 At the end it prints the samples, the least-squares RSS and fd slopes per
 hour over the samples after the warm-up, the churn counts, the clients
 served, the validating players' figures, and the proxy's RSS and fds once
 every channel has ended. It reports; it asserts nothing. Only 127.0.0.1; it
 ends only the two processes it started, by pid.
 
-With C{--trace-memory} the proxy runs with tracemalloc (through a
+With --trace-memory the proxy runs with tracemalloc (through a
 sitecustomize hook; slower, and each snapshot pauses it for a few seconds):
 snapshots at the start, the warm-up end, the end and once every channel has
 ended print the Python heap, the allocation sites that grew, the cyclic
@@ -433,6 +433,8 @@ class Validator(Player):
 
 
 class Channel:
+    """One simulated content as the soak drives it: the steady one, or a churn one that starts and ends."""
+
     def __init__(self, content: Content, steady: bool) -> None:
         self.content = content
         self.path = f"/ace/getstream?id={content.content_id}"
@@ -448,6 +450,8 @@ class Channel:
 
 
 class Soak:
+    """The audience: churn players, channel cycles, and what they saw."""
+
     def __init__(self, args: argparse.Namespace, proxy_port: int) -> None:
         self.args = args
         self.port = proxy_port
