@@ -54,8 +54,9 @@ class Registry:
 
     def __init__(self, make_channel: Callable[[Selector, "Registry"], Channel], *, clock: IReactorTime,
                  make_sink: Optional[SinkFactory] = None, max_channels: int = 0, max_clients: int = 0,
-                 failed_content_ttl: float = 0.0) -> None:
+                 failed_content_ttl: float = 0.0, on_channel_ended: Optional[Callable[[], None]] = None) -> None:
         self._make_channel = make_channel
+        self._on_channel_ended = on_channel_ended
         self._make_sink = make_sink
         self._by_key: Dict[str, Channel] = {}
         self._refused: Dict[str, Tuple[float, EngineError]] = {}
@@ -204,6 +205,8 @@ class Registry:
         keys = [k for k, v in self._by_key.items() if v is channel]
         for key in keys:
             del self._by_key[key]
+        if self._on_channel_ended is not None:
+            self._on_channel_ended()
         error = channel.error
         # a refusal counts for the content only when no pass-through parameter of one player caused it
         if (self.failed_content_ttl > 0 and error is not None and error.kind is ErrorKind.REFUSED

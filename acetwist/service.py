@@ -19,6 +19,7 @@ from acetwist.coord.settings import CoordSettings, heartbeat_timings
 from acetwist.interfaces import ICoordinator, ISink
 from acetwist.ring import TSRing
 from acetwist.sink import ClientSink
+from acetwist.memory import MemoryReleaser
 from acetwist.redact import redact_credentials
 from acetwist.registry import Registry
 from acetwist.engines import make_pool
@@ -72,7 +73,8 @@ class ProxyService(Service):
         self.pool: IEnginePool = pool or make_pool(settings, reactor, self.coordinator)
         self.registry = Registry(self._make_channel, clock=reactor, make_sink=self._make_sink,
                                  max_channels=settings.max_channels, max_clients=settings.max_clients,
-                                 failed_content_ttl=settings.failed_content_ttl)
+                                 failed_content_ttl=settings.failed_content_ttl,
+                                 on_channel_ended=MemoryReleaser.for_this_process(reactor).channel_ended)
         self.app = ProxyApp(self.registry, settings, reactor, self.coordinator, self.pool)
 
     def _make_channel(self, selector: Selector, registry: Registry) -> Channel:
