@@ -1,33 +1,17 @@
 """Channel state machine on task.Clock, with a hand-driven engine and recording sinks."""
 
-from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
 
 from acetwist.channel import Channel, ClientInfo
-from acetwist.config import Settings
-from acetwist.registry import Registry
 from acetwist.errors import ErrorKind
 from acetwist.upstream import EngineError, Selector
 from acetwist.testing import FakePool
-from tests.fakes import FakeCoordinator, FakeEngine, FakeSink, gop
+from tests.channel_harness import ChannelHarness
+from tests.fakes import FakeSink, gop
 
 ID = "1" * 40
 
 
-class ChannelTestCase(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.engine = FakeEngine()
-        self.coordinator = FakeCoordinator()
-        self.settings = Settings.defaults(grace=5.0, first_byte_timeout=30.0, idle_timeout=5.0, backoff=1.0,
-                                          reconnect_attempts=2, session_attempts=1, recovery_first_byte_timeout=4.0)
-        self.registry = Registry(self.make_channel, clock=self.clock)
-
-    def make_channel(self, selector: Selector, registry: Registry) -> Channel:
-        return Channel(selector, pool=FakePool.of(self.engine), settings=self.settings, clock=self.clock,  # type: ignore[arg-type]
-                       coordinator=self.coordinator, on_gone=registry.forget, on_canonical=registry.canonical,
-                       on_redirect=registry.redirect)
-
+class ChannelTestCase(ChannelHarness):
     def join(self, kind: str = "id", value: str = ID) -> "tuple[Channel, FakeSink]":
         channel = self.registry.channel_for(Selector(kind, value))
         sink = FakeSink()

@@ -8,16 +8,12 @@ import json
 from typing import Any, Dict, List
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
 
 from acetwist.channel import Channel, ClientInfo
-from acetwist.config import Settings
 from acetwist.errors import ErrorKind
 from acetwist.interfaces import Block, Lease
-from acetwist.registry import Registry
 from acetwist.upstream import EngineError, EngineSession, PlaybackEnd, Selector
-from acetwist.testing import FakePool
+from tests.channel_harness import ChannelHarness
 from tests.fakes import FakeCoordinator, FakeEngine, FakeSink, gop
 
 ID = "1" * 40
@@ -76,20 +72,18 @@ class HoldingEngine(FakeEngine):
         return d
 
 
-class CharacterizationTestCase(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.engine = HoldingEngine()
-        self.coordinator = HoldingCoordinator()
-        # the ladder at its defaults: three re-reads, two new sessions, backoff from 1 s
-        self.settings = Settings.defaults(grace=5.0, first_byte_timeout=30.0, idle_timeout=5.0, backoff=1.0,
-                                          reconnect_attempts=3, session_attempts=2, recovery_first_byte_timeout=4.0)
-        self.registry = Registry(self.make_channel, clock=self.clock)
+class CharacterizationTestCase(ChannelHarness):
+    # the ladder at its defaults: three re-reads, two new sessions, backoff from 1 s
+    reconnect_attempts = 3
+    session_attempts = 2
+    engine: "HoldingEngine"
+    coordinator: "HoldingCoordinator"
 
-    def make_channel(self, selector: Selector, registry: Registry) -> Channel:
-        return Channel(selector, pool=FakePool.of(self.engine), settings=self.settings, clock=self.clock,  # type: ignore[arg-type]
-                       coordinator=self.coordinator, on_gone=registry.forget, on_canonical=registry.canonical,
-                       on_redirect=registry.redirect)
+    def make_engine(self) -> "HoldingEngine":
+        return HoldingEngine()
+
+    def make_coordinator(self) -> "HoldingCoordinator":
+        return HoldingCoordinator()
 
     def attach(self, channel: Channel, client_id: str = "c") -> FakeSink:
         """Add a player to C{channel}; its sink closing leaves the channel."""

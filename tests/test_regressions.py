@@ -10,20 +10,18 @@ from typing import Any, List
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
-from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from acetwist.channel import Channel, ClientInfo
-from acetwist.config import Settings
 from acetwist.errors import EngineError, ErrorKind
 from acetwist.interfaces import Lease
 from acetwist.redact import redact_uri
 from acetwist.testing import wait_for
 from acetwist.registry import Registry
 from acetwist.upstream import Selector
-from acetwist.testing import FakePool
-from tests.fakes import FakeCoordinator, FakeEngine, FakeSink, gop
+from tests.channel_harness import ChannelHarness
+from tests.fakes import FakeCoordinator, FakeSink, gop
 
 ID = "1" * 40
 KEY = f"id:{ID}"
@@ -62,19 +60,11 @@ def outcome(d: "Deferred[Any]") -> List[Failure]:
     return failures
 
 
-class Base(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.engine = FakeEngine()
-        self.coordinator = SlowCoordinator()
-        self.settings = Settings.defaults(grace=5.0, first_byte_timeout=30.0, idle_timeout=5.0, backoff=1.0,
-                                          reconnect_attempts=2, session_attempts=1, recovery_first_byte_timeout=4.0)
-        self.registry = Registry(self.make_channel, clock=self.clock)
+class Base(ChannelHarness):
+    coordinator: "SlowCoordinator"
 
-    def make_channel(self, selector: Selector, registry: Registry) -> Channel:
-        return Channel(selector, pool=FakePool.of(self.engine), settings=self.settings, clock=self.clock,  # type: ignore[arg-type]
-                       coordinator=self.coordinator, on_gone=registry.forget, on_canonical=registry.canonical,
-                       on_redirect=registry.redirect)
+    def make_coordinator(self) -> "SlowCoordinator":
+        return SlowCoordinator()
 
     def join(self) -> "tuple[Channel, FakeSink]":
         """A player joins the way Registry.join wires it: the sink reports its close through player_gone()."""

@@ -13,7 +13,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from acetwist.coord.base import FollowGate
-from acetwist.coord.link import Link, RedisConnection, is_disconnection, observe
+from acetwist.coord.link import Link, RedisConnection, is_disconnection
+from acetwist.deferreds import observe
 from acetwist.coord.scripts import FOLLOW_START
 from acetwist.coord.settings import RedisSettings
 from acetwist.interfaces import Block, IFollower

@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 
 from acetwist.coord.base import CoordinatorUnavailable
 from acetwist.coord.settings import RedisSettings
+from acetwist.deferreds import observe
 
 log = Logger()
 
@@ -87,18 +88,6 @@ def is_refusal(failure: Failure) -> bool:
 def is_disconnection(failure: Failure) -> bool:
     """The connection was lost or was not there."""
     return failure.check(txredisapi.ConnectionError) is not None
-
-
-def observe(d: Deferred[Any]) -> Deferred[None]:
-    """A new Deferred that fires (with None) when C{d} has fired, leaving C{d}'s result alone."""
-    out: Deferred[None] = Deferred()
-
-    def fire(result: Any) -> Any:
-        out.callback(None)
-        return result
-
-    d.addBoth(fire)
-    return out
 
 
 def redis_endpoint(reactor: IReactorTime, settings: RedisSettings) -> IStreamClientEndpoint:

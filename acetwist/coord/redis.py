@@ -49,7 +49,8 @@ from acetwist.coord.base import (
 from acetwist.coord.commands import Commands
 from acetwist.coord.follower import RedisFollower
 from acetwist.coord.keys import Keys
-from acetwist.coord.link import Link, observe
+from acetwist.coord.link import Link
+from acetwist.deferreds import observe
 from acetwist.coord.players import RedisPlayers
 from acetwist.coord.settings import RedisSettings
 from acetwist.coord.view import cluster_view, local_view

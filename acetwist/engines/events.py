@@ -19,6 +19,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from acetwist.deferreds import observe
 from acetwist.engines.http import CallFailed, JsonHTTP
 
 log = Logger()
@@ -127,7 +128,7 @@ class EventSender:
     def flush(self, timeout: float) -> "Deferred[None]":
         """Fires when every queued event was delivered or given up, or after C{timeout}; then no more are sent."""
         done: Deferred[None] = Deferred()
-        waiting = DeferredList([_observe(d) for d in self._workers.values()])
+        waiting = DeferredList([observe(d) for d in self._workers.values()])
         waiting.addBoth(lambda _: done.callback(None) if not done.called else None)
         timer = self.clock.callLater(timeout, lambda: done.callback(None) if not done.called else None)
 
@@ -148,13 +149,3 @@ class EventSender:
         self._active.clear()
 
 
-def _observe(d: Deferred[None]) -> Deferred[None]:
-    out: Deferred[None] = Deferred()
-
-    def fire(result: Any) -> Any:
-        if not out.called:
-            out.callback(None)
-        return result
-
-    d.addBoth(fire)
-    return out

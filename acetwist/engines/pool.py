@@ -33,7 +33,8 @@ from acetwist.engines.events import EventSender
 from acetwist.engines.http import JsonHTTP
 from acetwist.engines.reservation import (
     COMMITTED, RELEASED, RESERVED, Reservation, ReservationBook, stream_ended_body, stream_started_body)
-from acetwist.engines.roster import RECHECK_AFTER, EngineRoster, observe
+from acetwist.deferreds import observe
+from acetwist.engines.roster import RECHECK_AFTER, EngineRoster
 from acetwist.engines.select import rank
 from acetwist.engines.status import engines_status, source_status
 

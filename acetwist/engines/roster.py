@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from acetwist.deferreds import observe
 from acetwist.engine_api import IEngine
 from acetwist.engines.api import EngineRecord
 from acetwist.engines.entry import EngineEntry
@@ -242,13 +243,3 @@ class EngineRoster:
             await DeferredList(waiting, consumeErrors=True)
 
 
-def observe(d: "Deferred[Any]") -> "Deferred[None]":
-    """A new Deferred that fires (with None) when C{d} has fired, leaving C{d}'s result alone."""
-    out: Deferred[None] = Deferred()
-
-    def fire(result: Any) -> Any:
-        out.callback(None)
-        return result
-
-    d.addBoth(fire)
-    return out
