@@ -17,7 +17,7 @@ import ctypes
 import ctypes.util
 from typing import Callable, Optional
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 log = Logger()
@@ -48,7 +48,8 @@ class MemoryReleaser:
         self.trim = trim
         self.trims = 0
         self._last: Optional[float] = None
-        self._pending = False
+        self._call: Optional[IDelayedCall] = None
+        self._stopped = False
 
     @classmethod
     def for_this_process(cls, clock: IReactorTime, interval: float = 10.0) -> "MemoryReleaser":
@@ -56,15 +57,21 @@ class MemoryReleaser:
 
     def channel_ended(self) -> None:
         """A channel released its blocks: trim now, or once the interval since the last trim has passed."""
-        if self.trim is None or self._pending:
+        if self.trim is None or self._call is not None or self._stopped:
             return
         now = self.clock.seconds()
         wait = 0.0 if self._last is None else self._last + self.interval - now
-        self._pending = True
-        self.clock.callLater(max(wait, 0.0), self._run)
+        self._call = self.clock.callLater(max(wait, 0.0), self._run)
+
+    def stop(self) -> None:
+        """The proxy is stopping: cancel a pending trim; later channel ends schedule nothing."""
+        self._stopped = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
 
     def _run(self) -> None:
-        self._pending = False
+        self._call = None
         self._last = self.clock.seconds()
         assert self.trim is not None
         try:

@@ -70,11 +70,12 @@ class ProxyService(Service):
         self.reactor = reactor
         self.worker_id = settings.worker_id or default_worker_id()
         self.coordinator = coordinator or make_coordinator(settings, reactor, self.worker_id)
+        self._memory = MemoryReleaser.for_this_process(reactor)
         self.pool: IEnginePool = pool or make_pool(settings, reactor, self.coordinator)
         self.registry = Registry(self._make_channel, clock=reactor, make_sink=self._make_sink,
                                  max_channels=settings.max_channels, max_clients=settings.max_clients,
                                  failed_content_ttl=settings.failed_content_ttl,
-                                 on_channel_ended=MemoryReleaser.for_this_process(reactor).channel_ended)
+                                 on_channel_ended=self._memory.channel_ended)
         self.app = ProxyApp(self.registry, settings, reactor, self.coordinator, self.pool)
 
     def _make_channel(self, selector: Selector, registry: Registry) -> Channel:
@@ -115,5 +116,6 @@ class ProxyService(Service):
     def stopService(self) -> Any:
         super().stopService()
         yield self.registry.stop_all("shutting down")
+        self._memory.stop()
         yield self.pool.stop()  # after the channels' stops; flushes orchestrator events, closes engine clients
         yield self.coordinator.stop()

@@ -44,3 +44,12 @@ class MemoryReleaserTests(SynchronousTestCase):
         if trim is None:
             self.skipTest("not glibc")  # pragma: no cover - the CI machine is Debian
         self.assertIn(trim(), (0, 1))
+
+    def test_stop_leaves_nothing_pending(self) -> None:
+        """Stopping cancels a scheduled trim, and channel ends after it schedule nothing."""
+        self.releaser.channel_ended()
+        self.releaser.stop()
+        self.releaser.channel_ended()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(100)
+        self.assertEqual(self.calls, [])
