@@ -73,7 +73,7 @@ def _build_mirror() -> Callable[[MirrorCore], _MirrorInputs]:
         s.epoch, f.segment, f.seq = epoch, block.segment, block.seq
         s.phase = "live"
         s.on_bytes(len(block.data))
-        s.ring.append_block(block.data, block.keyframe, block.psi)
+        s.ring.append_block(block.data, block.keyframe, block.psi, block.mark)
 
     @following.upon(_MirrorInputs.stop).to(stopped)
     def unsubscribe(m: _MirrorInputs, s: MirrorCore, f: _Following) -> None:
