@@ -172,7 +172,7 @@ class Segmenter:
                 self._finish(cutting, mark.previous_duration)
             else:
                 self._drop()
-        newest = self.segments[self.newest] if self.segments else None
+        newest = next(reversed(self.segments.values())) if self.segments else None
         self._next_sequence = mark.sequence
         self._discontinuity = mark.discontinuity
         self._splice_pending = False
