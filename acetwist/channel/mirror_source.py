@@ -36,6 +36,8 @@ class MirrorCore:
     coordinator: ICoordinator
     ring: TSRing
     on_bytes: Callable[[int], None]
+    #: replay the mirror's history (from its oldest block), not just from its newest keyframe
+    from_start: bool = False
     phase: str = "starting"
     epoch: Optional[int] = None
     log: Logger = field(default_factory=Logger)
@@ -56,7 +58,7 @@ def _build_mirror() -> Callable[[MirrorCore], _MirrorInputs]:
         s.ring.flush()
         s.ring.discontinuity()
         s.log.info("{key}: following the owner's mirror", key=s.key)
-        return _Following(s.coordinator.follow(s.key, weakly(m._block)))
+        return _Following(s.coordinator.follow(s.key, weakly(m._block), from_start=s.from_start))
 
     idle = machine.state("Idle")
     following = machine.state("Following", subscribe)
