@@ -6,6 +6,9 @@ Test and benchmark helpers shipped with the package (txacme style):
   L{acetwist.ts.TSChecker}, records its time to first byte, and can stall
   (L{acetwist.testing.proxy});
 - L{ProcessWorker}: real twistd processes on free ports (L{acetwist.testing.processes});
+- L{decode} and L{probe}: a real decoder, the ffmpeg of the C{imageio-ffmpeg}
+  wheel run by the reactor, that reports decode errors, frames, streams and
+  the time to stream info and to the first frame (L{acetwist.testing.decoder});
 - fakes for unit tests on C{task.Clock}, each declared against the interface
   it stands in for and checked with C{verifyObject}: L{FakeEngine} and
   L{FakeReader} (L{IEngine}, run through the same contract tests as the real
@@ -15,6 +18,7 @@ Everything that touches the network talks only to loopback.
 """
 
 from acetwist.testing.cluster import FakeCoordinator, FakeFollower
+from acetwist.testing.decoder import DecodeResult, decode, decoder_unavailable, probe
 from acetwist.testing.engine import FakeEngine, FakeReader, engine_error
 from acetwist.testing.pool import FakePool, FakeReservation
 from acetwist.testing.processes import ExitStatus, ProcessWorker, free_port, repo_root, twistd_command
@@ -22,7 +26,7 @@ from acetwist.testing.proxy import Player, RunningProxy, fetch, percentile, spli
 from acetwist.testing.sinks import FakeSink, gop
 
 __all__ = [
-    "ExitStatus", "FakeCoordinator", "FakeEngine", "FakePool", "FakeReservation", "FakeFollower", "FakeReader", "FakeSink", "Player",
-    "ProcessWorker", "RunningProxy", "engine_error", "fetch", "free_port", "gop", "percentile", "repo_root",
+    "DecodeResult", "ExitStatus", "FakeCoordinator", "FakeEngine", "FakePool", "FakeReservation", "FakeFollower", "FakeReader", "FakeSink", "Player",
+    "ProcessWorker", "RunningProxy", "decode", "decoder_unavailable", "engine_error", "fetch", "free_port", "gop", "percentile", "probe", "repo_root",
     "split_url", "start_proxy", "twistd_command", "wait_for",
 ]
