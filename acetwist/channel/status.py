@@ -37,6 +37,8 @@ def channel_status(channel: "Channel") -> Dict[str, Any]:
         "sessions_opened": channel.sessions_opened,
         "last_end_reason": channel.last_end_reason,
         "ring": {"blocks": len(channel.ring), "bytes": channel.ring.total_bytes, "resyncs": channel.ring.resyncs},
+        "hls": {"segments": len(channel.hls.segments), "newest": channel.hls.newest,
+                "target_duration": channel.hls.target_duration, "dropped": channel.hls.dropped},
         "clients": channel.roster.status(),
         "error": channel.error.message if channel.error else None,
     }
