@@ -155,6 +155,21 @@ class LeadingTests(SynchronousTestCase):
         self.assertEqual(sum(len(b.data) for b in blocks) + len(segment.parts[0]), segment.size)
         self.assertIs(segment.parts[0], blocks[0].psi)
 
+    def test_without_viewers_segments_last_no_longer_than_the_rings_blocks(self) -> None:
+        """Unless told to retain them, segments whose first block the ring let go are dropped (at the next cut); retained, the window stays."""
+        channel = Channel(gop=1.0, target=2.0, keep=8)
+        channel.ring.max_seconds = 5
+        ring = channel.ring
+        channel.segmenter.oldest_block = lambda: ring.first_seq
+        channel.gops(20)
+        kept = list(channel.segmenter.segments.values())
+        self.assertLess(len(kept), 8)
+        # let go when the next segment is finished: at most the oldest one waits for that
+        self.assertLessEqual(sum(1 for segment in kept if segment.first_block < ring.first_seq), 1)
+        channel.segmenter.retain = True
+        channel.gops(20)
+        self.assertEqual(len(channel.segmenter.segments), 8)
+
     def test_a_keyframe_without_tables_does_not_begin_a_segment(self) -> None:
         """Until the PAT and PMT are known no segment starts (it could not begin with them)."""
         segmenter = Segmenter(2.0, 3)

@@ -92,7 +92,9 @@ class Channel:
             on_block=weakly(self._on_block),
         )
         #: HLS segments cut from the ring (numbered from the clock, so a restarted channel's never repeat)
-        self.hls = Segmenter(settings.hls_segment, settings.hls_window + 2, first_sequence=int(clock.seconds()))
+        ring = self.ring
+        self.hls = Segmenter(settings.hls_segment, settings.hls_window + 2, first_sequence=int(clock.seconds()),
+                             oldest_block=lambda: ring.first_seq)
         #: a follower replays the owner's mirrored history (an HLS viewer may ask for a segment already cut)
         self.replay_mirror = False
         self.roster = Roster(self.key, coordinator, clock, weakly(self._occupied), weakly(self._vacated))

@@ -24,7 +24,7 @@ from twisted.web.server import Request
 from acetwist.config import Settings
 from acetwist.errors import EngineError, ErrorKind
 from acetwist.hls.playlist import media_playlist
-from acetwist.hls.segmenter import Segment
+from acetwist.hls.segmenter import Segment, Segmenter
 from acetwist.hls.viewer import HlsViewer, viewer_key
 from acetwist.upstream import Selector
 
@@ -148,8 +148,10 @@ class HlsFrontend:
         viewer = viewers.get(key)
         if viewer is None or viewer.closed:
             self.registry.check_client_limit()
-            viewer = HlsViewer(self.clock, self.settings.hls_idle_timeout, _closed(viewers, key, channel.player_gone()))
+            viewer = HlsViewer(self.clock, self.settings.hls_idle_timeout,
+                               _closed(viewers, key, channel.hls, channel.player_gone()))
             viewers[key] = viewer
+            channel.hls.retain = True
             channel.replay_mirror = True
             channel.add_client(viewer, info)
             channel.start()
@@ -157,13 +159,18 @@ class HlsFrontend:
         return viewer
 
 
-def _closed(viewers: Dict[Tuple[str, str], HlsViewer], key: Tuple[str, str],
+def _closed(viewers: Dict[Tuple[str, str], HlsViewer], key: Tuple[str, str], segmenter: Segmenter,
             gone: Callable[[HlsViewer, str], None]) -> Callable[[HlsViewer, str], None]:
-    """What a viewer calls when it leaves: it is forgotten here, and leaves its channel."""
+    """
+    What a viewer calls when it leaves: it is forgotten here, and leaves its
+    channel, whose segments outlive its ring no more once no viewer is left.
+    """
 
     def closed(viewer: HlsViewer, reason: str) -> None:
         if viewers.get(key) is viewer:
             del viewers[key]
+        if not viewers:
+            segmenter.retain = False
         gone(viewer, reason)
 
     return closed

@@ -14,7 +14,9 @@ decision is a L{SegmentMark} that travels with the block through the mirror;
 a follower cuts exactly where the marks say, with the owner's numbers and
 durations (L{Segmenter.follow}), so the same segment URI gives the same bytes
 on every worker. A segment holds the ring's own block bytes: one copy serves
-every viewer.
+every viewer. While no HLS viewer watches (C{retain} is false) a segment is
+kept only as long as the ring still holds its first block, so a channel
+without viewers holds no more than its ring.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Segment:
     duration: float
     parts: Tuple[bytes, ...]
     size: int
+    #: the ring seq of its first block
+    first_block: int = 0
 
 
 @attr.s(auto_attribs=True)
@@ -59,6 +63,7 @@ class _Cutting:
     discontinuity: int
     discontinuous: bool
     ring_segment: int
+    first_block: int
     start_time: Optional[int]
     started_at: float
     parts: List[bytes]
@@ -78,12 +83,17 @@ class Segmenter:
     """
 
     def __init__(self, target: float, keep: int, first_sequence: int = 0,
-                 on_segment: Optional[Callable[[Segment], None]] = None) -> None:
+                 on_segment: Optional[Callable[[Segment], None]] = None,
+                 oldest_block: Optional[Callable[[], int]] = None) -> None:
         if target <= 0 or keep < 1:
             raise ValueError("a segmenter needs a positive target and keeps at least one segment")
         self.target = target
         self.keep = keep
         self.on_segment = on_segment
+        #: the seq of the oldest block the ring still holds (segments before it are let go unless C{retain})
+        self.oldest_block = oldest_block
+        #: keep C{keep} segments even once the ring has let their blocks go (HLS viewers are watching)
+        self.retain = False
         self.segments: "OrderedDict[int, Segment]" = OrderedDict()
         self.longest = 0.0
         self.dropped = 0
@@ -198,20 +208,30 @@ class Segmenter:
 
     def _open(self, block: Block, sequence: int, discontinuity: int, discontinuous: bool,
               now: Optional[int]) -> None:
-        self._cutting = _Cutting(sequence, discontinuity, discontinuous, block.segment, now, block.created,
-                                 [block.psi, block.data], len(block.psi) + len(block.data))
+        self._cutting = _Cutting(sequence, discontinuity, discontinuous, block.segment, block.seq, now,
+                                 block.created, [block.psi, block.data], len(block.psi) + len(block.data))
 
     def _finish(self, cutting: _Cutting, duration: float) -> None:
         segment = Segment(cutting.sequence, cutting.discontinuity, cutting.discontinuous, duration,
-                          tuple(cutting.parts), cutting.size)
+                          tuple(cutting.parts), cutting.size, cutting.first_block)
         self._cutting = None
         self.segments[segment.sequence] = segment
         self._next_sequence = segment.sequence + 1
         self.longest = max(self.longest, duration)
-        while len(self.segments) > self.keep:
-            self.segments.popitem(last=False)
+        self._trim()
         if self.on_segment is not None:
             self.on_segment(segment)
+
+    def _trim(self) -> None:
+        """Keep the newest C{keep}; without C{retain}, only those whose first block the ring still holds."""
+        segments = self.segments
+        while len(segments) > self.keep:
+            segments.popitem(last=False)
+        if self.retain or self.oldest_block is None:
+            return
+        oldest = self.oldest_block()
+        while segments and next(iter(segments.values())).first_block < oldest:
+            segments.popitem(last=False)
 
     def _drop(self) -> None:
         if self._cutting is not None:
