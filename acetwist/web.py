@@ -302,6 +302,7 @@ class ProxyApp:
     def _playlist_headers(request: IRequest) -> None:
         request.setHeader(b"Content-Type", PLAYLIST_TYPE)
         request.setHeader(b"Cache-Control", b"no-cache")
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")  # web players (hls.js) on other origins
 
     @app.route("/ace/hls/<token>/<int:sequence>.ts", strict_slashes=False)
     def hls_segment(self, request: Request, token: str, sequence: int) -> Any:
@@ -320,6 +321,7 @@ class ProxyApp:
         def send(segment: Segment) -> bytes:
             request.setHeader(b"Content-Type", b"video/mp2t")
             request.setHeader(b"Cache-Control", b"max-age=60")
+            request.setHeader(b"Access-Control-Allow-Origin", b"*")
             request.setHeader(b"Content-Length", str(segment.size).encode())
             if request.method != b"HEAD":
                 for part in segment.parts:

@@ -70,6 +70,7 @@ class HlsRouteTests(SynchronousTestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/vnd.apple.mpegurl"])
         self.assertEqual(response.headers.getRawHeaders("cache-control"), ["no-cache"])
+        self.assertEqual(response.headers.getRawHeaders("access-control-allow-origin"), ["*"])
         text = body.decode()
         self.assertTrue(text.startswith("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n"))
         self.assertIn("#EXTINF:2.000,", text)
