@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any, Callable, List, NoReturn, Set, Tuple
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import treq
 from treq.client import HTTPClient
@@ -30,7 +30,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from acetwist.engine_api import IEngine, EngineSession, PlaybackEnd, Selector, stream_key
-from acetwist.engine_http import USER_AGENT, is_connection_failure, unreachable
+from acetwist.engine_http import USER_AGENT, is_connection_failure, rebase, unreachable
 from acetwist.errors import EngineError, ErrorKind
 from acetwist.playback import PlaybackReader, playback_error
 
@@ -51,13 +51,6 @@ __all__ = [
 
 class IHTTPReactor(IReactorTCP, IReactorTime, IReactorPluggableNameResolver):
     """What the HTTP agent needs of a reactor (the same approximation as treq's)."""
-
-
-def rebase(url: str, engine: str) -> str:
-    """Put C{url}'s path and query on the engine's scheme://host:port (engines build URLs from Host)."""
-    base = urlsplit(engine)
-    parts = urlsplit(url)
-    return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, ""))
 
 
 @implementer(IEngine)
