@@ -286,8 +286,7 @@ class HLSReader:
     def _playlist_timed_out(self, fetch: _Fetch) -> None:
         if not self._current(fetch):
             return
-        self.log.info("engine playlist {url} did not answer within {t:g} s; polling again",
-                      url=self.playlist_url, t=self.request_timeout)
+        self.log.info("engine HLS playlist did not answer within {t:g} s; polling again", t=self.request_timeout)
         self._fetch = None
         fetch.abort()
         self._next()

@@ -176,7 +176,8 @@ class OrderTests(ReaderTestCase):
 
     def test_a_master_playlist_is_followed_to_its_first_variant(self) -> None:
         """A master playlist makes the reader poll its first variant's media playlist."""
-        self.serve_playlist(b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv0/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=2\nv1.m3u8\n")
+        self.serve_playlist(b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv0/index.m3u8\n"
+                            b"#EXT-X-STREAM-INF:BANDWIDTH=2\nv1.m3u8\n")
         variant = PLAYLIST.rsplit("/", 1)[0] + "/v0/index.m3u8"
         self.assertEqual(self.agent.pending, [variant])
         self.respond(variant, b"#EXTM3U\n#EXTINF:2,\n0.ts\n")
@@ -238,7 +239,7 @@ class SpliceTests(ReaderTestCase):
 
 class DeadlineTests(ReaderTestCase):
     def test_no_playlist_before_the_first_byte_deadline_is_a_timeout(self) -> None:
-        """An engine that holds the playlist past the first-byte deadline ends the read with TIMEOUT, request cancelled."""
+        """An engine holding the playlist past the first-byte deadline ends the read as TIMEOUT, request cancelled."""
         self.clock.advance(9.9)
         self.assertEqual(self.ends, [])
         self.clock.advance(0.2)
@@ -340,7 +341,7 @@ class EndTests(ReaderTestCase):
             self.assertEqual([e.kind for e in self.ends], [kind], body)
 
     def test_an_unreachable_engine(self) -> None:
-        """A refused connection for the playlist, or for a segment, ends the read as UNREACHABLE (the engine is down)."""
+        """A refused connection for the playlist or a segment ends the read as UNREACHABLE (the engine is down)."""
         self.agent.pop(PLAYLIST).errback(Failure(ConnectionRefusedError()))
         self.assertIs(self.ends[0].kind, ErrorKind.UNREACHABLE)
         self.assertTrue(self.ends[0].error.engine_down)
@@ -435,7 +436,7 @@ class EngineClientTests(TestCase):
 
     @inlineCallbacks
     def test_encrypted_content_opens_through_the_manifest_and_no_session_is_left(self) -> None:
-        """is_encrypted 1 makes a manifest call with a new pid; the getstream session is stopped once; one session is live."""
+        """is_encrypted 1 makes a manifest call with a new pid; the getstream session is stopped once; one is live."""
         content = DEFAULT_CONTENTS[1]
         session = yield self.client.open_session(selector(content))
         self.assertEqual(session.format, HLS)

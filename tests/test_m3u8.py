@@ -34,7 +34,8 @@ class ParseTests(SynchronousTestCase):
                 "#EXT-X-PROGRAM-DATE-TIME:2024-01-01T00:00:00Z\r\n#EXT-X-UNKNOWN:X=1\r\n#EXTINF:2.0,title\r\n"
                 "3.ts\r\n#EXTINF:2,\r\n  4.ts  \r\n")
         playlist = parse_playlist(text.encode("utf-8"))
-        self.assertEqual([(s.sequence, s.uri, s.duration) for s in playlist.segments], [(3, "3.ts", 2.0), (4, "4.ts", 2.0)])
+        self.assertEqual([(s.sequence, s.uri, s.duration) for s in playlist.segments],
+                         [(3, "3.ts", 2.0), (4, "4.ts", 2.0)])
 
     def test_discontinuity_belongs_to_the_next_segment(self) -> None:
         """#EXT-X-DISCONTINUITY marks the segment that follows it, only that one."""

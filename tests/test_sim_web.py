@@ -436,7 +436,7 @@ class HLSTests(WebTestCase):
         self.assertEqual(self.get(old["playback_url"]).response().status, 403)
 
     def test_media_sequence_grows_and_segments_are_contiguous(self) -> None:
-        """Across refreshes the media sequence grows, and consecutive segments join into one clean TS of the test card."""
+        """Across refreshes media sequence grows, and consecutive segments join into one clean TS of the test card."""
         reply = self.start(A, path="/ace/manifest.m3u8")
         self.clock.advance(1)
         sequences, bodies = [], {}
