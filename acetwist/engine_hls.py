@@ -59,6 +59,8 @@ class _Fetch:
         self.request: Optional[Deferred[IResponse]] = request
         self.body: Optional[_Body] = None
         self.timer: Optional[IDelayedCall] = None
+        #: the playlist's HTTP error status while its body is read
+        self.error_code: Optional[int] = None
 
     def done(self) -> None:
         self.request = None
@@ -191,6 +193,8 @@ class HLSReader:
 
     def _first_byte_deadline(self) -> None:
         self._timer = None
+        if self._playlist_error():
+            return
         self._end(f"no data within {self.first_byte_timeout:g} s",
                   EngineError(504, f"engine sent no data within {self.first_byte_timeout:g} s", kind=ErrorKind.TIMEOUT))
 
@@ -265,7 +269,7 @@ class HLSReader:
             return
         fetch.request = None
         if response.code != 200:
-            code = response.code
+            code = fetch.error_code = response.code
             self._collect(fetch, response, _ERROR_BODY_LIMIT,
                           lambda body, _: self._end(f"engine playlist answered HTTP {code}",
                                                     playback_error(code, body)))
@@ -283,8 +287,17 @@ class HLSReader:
             error = EngineError(502, f"engine playlist failed: {failure.getErrorMessage()}", kind=ErrorKind.REFUSED)
         self._end(f"playlist request failed: {failure.getErrorMessage()}", error)
 
+    def _playlist_error(self) -> bool:
+        """End with the error status of a playlist reply whose body is slow to come (its status says enough)."""
+        fetch = self._fetch
+        if fetch is None or fetch.error_code is None:
+            return False
+        code = fetch.error_code
+        self._end(f"engine playlist answered HTTP {code}", playback_error(code))
+        return True
+
     def _playlist_timed_out(self, fetch: _Fetch) -> None:
-        if not self._current(fetch):
+        if not self._current(fetch) or self._playlist_error():
             return
         self.log.info("engine HLS playlist did not answer within {t:g} s; polling again", t=self.request_timeout)
         self._fetch = None

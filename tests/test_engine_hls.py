@@ -329,6 +329,20 @@ class EndTests(ReaderTestCase):
             self.assertEqual(end.bytes_read, 10)
             self.assertEqual(self.agent.pending, [])
 
+    def test_an_error_reply_whose_body_stalls_is_judged_by_its_status(self) -> None:
+        """A playlist 403 whose body never ends ends the read as GONE at the deadline, before or after data."""
+        response = self.respond(PLAYLIST, code=403, complete=False)
+        self.clock.advance(10.1)
+        self.assertEqual([e.kind for e in self.ends], [ErrorKind.GONE])
+        self.assertTrue(response.transport.stopped)
+        self.events.clear()
+        self.reader = self.make(idle_timeout=15.0)
+        self.start_live()
+        self.clock.advance(1.0)
+        self.respond(PLAYLIST, code=404, complete=False)
+        self.clock.advance(4.0)
+        self.assertEqual([e.kind for e in self.ends], [ErrorKind.GONE])
+
     def test_a_stopped_session_is_gone_and_other_errors_refused(self) -> None:
         """A 500 saying "unknown playback session id" (stopped) is GONE; any other 500 is REFUSED; 503 UNREACHABLE."""
         for body, code, kind in [(b"unknown playback session id", 500, ErrorKind.GONE),
