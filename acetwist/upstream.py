@@ -50,6 +50,7 @@ __all__ = [
     "playback_error",
     "rebase",
     "stream_key",
+    "wants_hls",
 ]
 
 

@@ -22,7 +22,7 @@ from acetwist.sim.contents import DEFAULT_CONTENTS
 from acetwist.sim.testing import start_simulator
 from acetwist.testing import wait_for
 from acetwist.ts import TSChecker
-from acetwist.upstream import EngineClient, PlaybackEnd, Selector
+from acetwist.upstream import EngineClient, PlaybackEnd, Selector, wants_hls
 from tests.test_upstream import FakeResponse
 
 ENGINE = "http://127.0.0.1:6878"
@@ -428,6 +428,16 @@ class EndTests(ReaderTestCase):
         self.assertEqual(self.events, [b"seg3;"])
         self.assertEqual(self.agent.pending, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class WantsHLSTests(SynchronousTestCase):
+    def test_only_errors_about_the_format_ask_for_hls(self) -> None:
+        """Errors about json, the format, HLS or encryption ask for HLS; the engine's content errors do not."""
+        for message in ("unsupported format: json", "format=json is not allowed", "use HLS", "Encrypted content"):
+            self.assertTrue(wants_hls(message), message)
+        for message in ("failed to load content", "failed to get manifest", "missing content id",
+                        "invalid content id", "unknown playback session id", "formatted"):
+            self.assertFalse(wants_hls(message), message)
 
 
 def selector(content: Any) -> Selector:
