@@ -25,6 +25,7 @@ STATUS_KEYS = {
     "role", "owner", "epoch", "created_at", "uptime", "bytes_in", "bytes_out", "bitrate", "recoveries",
     "sessions_opened", "last_end_reason", "ring", "clients", "error",
     "parameters",  # added by issue 9: the engine parameters the channel was opened with
+    "session_format",  # added by issue 11: ts, or hls for content the engine serves only as HLS
 }
 CLIENT_KEYS = {"id", "ip", "user_agent", "connected_at", "connected_for", "bytes_sent", "queue_bytes", "skips",
                "paused", "started"}
@@ -237,7 +238,7 @@ class StatusTests(CharacterizationTestCase):
                  "bytes_in": int, "bytes_out": int, "bitrate": int, "recoveries": int, "sessions_opened": int,
                  "ring": dict, "clients": list, "parameters": dict}
         optional = {"engine": str, "infohash": str, "playback_session_id": str, "playback_url": str, "stat_url": str,
-                    "command_url": str, "owner": str, "epoch": int, "last_end_reason": str, "error": str}
+                    "command_url": str, "session_format": str, "owner": str, "epoch": int, "last_end_reason": str, "error": str}
         for name, kind in types.items():
             self.assertIsInstance(status[name], kind, name)
         for name, kind in optional.items():

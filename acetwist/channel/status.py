@@ -25,6 +25,7 @@ def channel_status(channel: "Channel") -> Dict[str, Any]:
         "playback_url": session.playback_url if session else None,
         "stat_url": session.stat_url if session else None,
         "command_url": session.command_url if session else None,
+        "session_format": session.format if session else None,
         "role": channel.role,
         "owner": lease.owner if lease else None,
         "epoch": lease.epoch if lease else channel.follow_epoch,
