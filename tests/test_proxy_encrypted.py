@@ -5,6 +5,7 @@ from typing import Any
 from twisted.internet.defer import DeferredList, inlineCallbacks
 
 from acetwist.testing import wait_for
+from acetwist.testing.decoder import DecodeResult, decode, decoder_unavailable
 from tests.integration import SimulatorProxyTestCase
 
 
@@ -66,3 +67,25 @@ class EncryptedContentTests(SimulatorProxyTestCase):
         self.assertEqual(self.json_calls(self.other_content), 2)
         self.assertEqual((counters["sessions_opened"], counters["stop_calls"]), (1, 0))
         self.assertEqual(self.sim.engine.sessions[self.other_content.infohash].kind, "hls")
+
+
+class EncryptedContentHlsTests(SimulatorProxyTestCase):
+    skip = decoder_unavailable()
+    timeout = 60
+    sim_config = dict(SimulatorProxyTestCase.sim_config, encrypted="channel-1")
+
+    @inlineCallbacks
+    def test_a_ts_player_and_an_hls_viewer_both_play_it(self) -> Any:
+        """On encrypted content a TS player gets clean TS and ffmpeg decodes 10 s of the proxy's HLS without an error, over one engine session read as HLS."""
+        player = self.play(limit=10**9)
+        yield wait_for(self.reactor, lambda: player.received > 300_000, timeout=15)
+        url = f"{self.proxy.url}/ace/manifest.m3u8?id={self.content.content_id}"
+        result: DecodeResult = yield decode(self.reactor, url, 10, deadline=40)
+        self.assertEqual(result.exit_code, 0, result.describe())
+        self.assertTrue(result.found_h264_and_aac, result.describe())
+        self.assertEqual(result.errors, (), result.describe())
+        self.assertGreaterEqual(result.frames, 10 * 25 - 5, result.describe())
+        self.assertCleanTS(player)
+        [channel] = self.proxy.registry.channels()
+        self.assertEqual((channel.sessions_opened, channel.status()["session_format"]), (1, "hls"))
+        self.assertEqual(self.counters()["sessions_live"], 1)
