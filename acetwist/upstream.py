@@ -56,7 +56,9 @@ __all__ = [
 
 #: A getstream JSON error that asks for HLS instead: an engine that refuses C{format=json} on
 #: getstream (the wording is a guess; the simulator's C{json_refused} fault says "unsupported format: json").
-_WANTS_HLS = re.compile(r"\b(json|format|hls|m3u8|encrypted)\b", re.IGNORECASE)
+_WANTS_HLS = re.compile(
+    r"\bunsupported format\b|\bformat\W*json\b.*\bnot\b|\bjson\b.*\bnot (supported|allowed)\b|"
+    r"\buse hls\b|\bhls only\b|\bm3u8\b|\bencrypted\b", re.IGNORECASE)
 
 
 def wants_hls(message: str) -> bool:

@@ -177,7 +177,7 @@ class ProxyApp:
         self.errors: Dict[int, int] = {}
         #: the HTTP server side's counters (filled by the L{ProxySite} of L{site})
         self.connections = ConnectionStats()
-        self.hls = HlsFrontend(registry, settings, clock, clustered=settings.redis is not None)
+        self.hls = HlsFrontend(registry, settings, clock, coordinator, clustered=settings.redis is not None)
 
     def resource(self) -> IResource:
         return RequestGuard(self.app.resource(), self._error)
@@ -313,10 +313,7 @@ class ProxyApp:
             return refusal
         if not self._authorised(request):
             return self._error(request, 401, "a valid token is required")
-        try:
-            found = self.hls.segment(request, token, sequence)
-        except EngineError as e:
-            return self._error(request, e.status, e.message, e.retry_after)
+        found = self.hls.segment(request, token, sequence)
 
         def send(segment: Segment) -> bytes:
             request.setHeader(b"Content-Type", b"video/mp2t")

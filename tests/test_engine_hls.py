@@ -432,11 +432,12 @@ class EndTests(ReaderTestCase):
 
 class WantsHLSTests(SynchronousTestCase):
     def test_only_errors_about_the_format_ask_for_hls(self) -> None:
-        """Errors about json, the format, HLS or encryption ask for HLS; the engine's content errors do not."""
+        """Errors refusing the json format, or naming HLS or encryption, ask for HLS; content errors and other mentions of json or a format do not."""
         for message in ("unsupported format: json", "format=json is not allowed", "use HLS", "Encrypted content"):
             self.assertTrue(wants_hls(message), message)
         for message in ("failed to load content", "failed to get manifest", "missing content id",
-                        "invalid content id", "unknown playback session id", "formatted"):
+                        "invalid content id", "unknown playback session id", "formatted", "invalid json in reply",
+                        "bad format of the content id"):
             self.assertFalse(wants_hls(message), message)
 
 

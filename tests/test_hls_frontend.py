@@ -214,8 +214,65 @@ class HlsRouteTests(SynchronousTestCase):
         _, metrics = self.answer(self.get("/metrics"))
         self.assertIn(b'acetwist_hls_viewers 2.0', metrics)
 
+    def test_a_playlist_waiting_while_its_channel_is_handed_over_is_answered_by_the_other(self) -> None:
+        """A playlist asked by id for a stream already played by infohash is answered from the infohash channel, with one viewer."""
+        infohash = self.engine.infohash
+        player = self.get(f"/ace/getstream?infohash={infohash}")
+        self.stream(5)
+        self.treq.flush()
+        self.assertEqual(self.successResultOf(player).code, 200)
+        pending = self.get(PLAYLIST, headers={"User-Agent": "hls.js"})
+        self.engine.answer(infohash=infohash)  # the id's session names the same infohash: a handover
+        self.treq.flush()
+        reader = self.engine.readers[-1]  # the infohash channel adopted the id's session: a new read
+        self.assertFalse(reader.stopped)
+        for _ in range(3):
+            reader.feed(self.template.read(self.packet, self.template.packets))
+            self.packet += self.template.packets
+            self.clock.advance(1.0)
+        response, body = self.answer(pending)
+        self.assertEqual(response.code, 200, body)
+        self.assertIn(f"/ace/hls/h{infohash}/".encode(), body)
+        self.answer(self.get(PLAYLIST, headers={"User-Agent": "hls.js"}))
+        [channel] = self.service.registry.channels()
+        kinds = sorted(client["kind"] for client in channel.status()["clients"])
+        self.assertEqual(kinds, ["hls", "ts"])
+
+    def test_the_idle_time_follows_the_streams_target_duration(self) -> None:
+        """Without --hls-idle, a viewer of a stream with 4 s GOPs stays 3 x 4 + 5 s after its last request."""
+        self.template = gop_template(2_000_000, 4.0)
+        pending = self.get(PLAYLIST)
+        self.stream(4)
+        self.answer(pending)
+        channel = self.service.registry.channels()[0]
+        self.assertEqual(channel.hls.target_duration, 4)
+        self.answer(self.get(PLAYLIST))
+        self.clock.advance(16)
+        self.assertEqual(len(channel.sinks), 1)
+        self.clock.advance(1.5)
+        self.assertEqual(len(channel.sinks), 0)
+
     def test_tokens_name_the_stream_key(self) -> None:
         """A segment token reads back as the stream it was made for, by id or by infohash."""
         self.assertEqual(key_of_token(channel_token(f"id:{ID}")), ("id", ID))
         self.assertEqual(key_of_token(channel_token(f"infohash:{ID}")), ("infohash", ID))
         self.assertIsNone(key_of_token("x" + ID))
+
+
+class ClusteredHlsRouteTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.engine = FakeEngine()
+        self.coordinator = FakeCoordinator()
+        settings = Settings.defaults(engine="http://127.0.0.1:9", redis="redis://127.0.0.1:9/0")
+        self.service = ProxyService(settings, self.clock, coordinator=self.coordinator,  # type: ignore[arg-type]
+                                    pool=FakePool(("http://127.0.0.1:9", self.engine)))
+        self.treq = StubTreq(self.service.app.resource())
+
+    def test_a_stale_segment_uri_opens_no_engine_session(self) -> None:
+        """A segment of a stream nobody in the cluster owns is a 404, and no channel or engine call is made for it."""
+        pending = self.treq.get(f"http://proxy/ace/hls/{channel_token('id:' + ID)}/12.ts")
+        self.treq.flush()
+        response = self.successResultOf(pending)
+        self.assertEqual(response.code, 404)
+        self.assertEqual((self.engine.json_calls, self.service.registry.channels()), (0, []))

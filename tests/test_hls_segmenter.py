@@ -166,9 +166,23 @@ class LeadingTests(SynchronousTestCase):
         self.assertLess(len(kept), 8)
         # let go when the next segment is finished: at most the oldest one waits for that
         self.assertLessEqual(sum(1 for segment in kept if segment.first_block < ring.first_seq), 1)
-        channel.segmenter.retain = True
+        channel.segmenter.retain = lambda: True
         channel.gops(20)
         self.assertEqual(len(channel.segmenter.segments), 8)
+
+    def test_the_window_is_the_unbroken_run_ending_at_the_newest(self) -> None:
+        """Segments after a gap in the numbers (a follower missed part of the mirror) are listed alone."""
+        channel = Channel(gop=1.0, target=2.0)
+        channel.gops(13)
+        del channel.segmenter.segments[3]
+        self.assertEqual([s.sequence for s in channel.segmenter.window(6)], [4, 5])
+
+    def test_the_target_duration_is_that_of_the_listed_segments(self) -> None:
+        """#EXT-X-TARGETDURATION is the longest listed #EXTINF rounded up, never below the target."""
+        channel = Channel(gop=0.8, target=2.0)
+        channel.gops(12)
+        playlist = media_playlist(channel.segmenter.window(6), 2, lambda s: f"{s.sequence}.ts").decode()
+        self.assertIn("#EXT-X-TARGETDURATION:3\n", playlist)
 
     def test_a_keyframe_without_tables_does_not_begin_a_segment(self) -> None:
         """Until the PAT and PMT are known no segment starts (it could not begin with them)."""

@@ -17,7 +17,7 @@ class HlsViewerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.closed: List[Tuple[HlsViewer, str]] = []
-        self.viewer = HlsViewer(self.clock, 11.0, lambda viewer, reason: self.closed.append((viewer, reason)))
+        self.viewer = HlsViewer(self.clock, lambda: 11.0, lambda viewer, reason: self.closed.append((viewer, reason)))
         self.viewer.start()
 
     def test_it_is_a_sink(self) -> None:

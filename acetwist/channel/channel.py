@@ -91,13 +91,17 @@ class Channel:
             max_bytes=settings.ring_bytes,
             on_block=weakly(self._on_block),
         )
-        #: HLS segments cut from the ring (numbered from the clock, so a restarted channel's never repeat)
         ring = self.ring
-        self.hls = Segmenter(settings.hls_segment, settings.hls_window + 2, first_sequence=int(clock.seconds()),
+        # numbered from the clock, two a second at most (segments are 0.5 s at least): a restarted
+        # channel's numbers never repeat an earlier one's
+        self.hls = Segmenter(settings.hls_segment, settings.hls_window + 2, first_sequence=int(clock.seconds() * 2),
                              oldest_block=lambda: ring.first_seq)
         #: a follower replays the owner's mirrored history (an HLS viewer may ask for a segment already cut)
         self.replay_mirror = False
         self.roster = Roster(self.key, coordinator, clock, weakly(self._occupied), weakly(self._vacated))
+        roster, clustered = self.roster, settings.redis is not None
+        # in a cluster a viewer's segment requests may come to any worker: each keeps the whole window
+        self.hls.retain = lambda: clustered or roster.has_kind("hls")
         count_elsewhere = weakly(self._count_elsewhere)
         self.grace = GraceMachine(
             GraceCore(clock, settings.grace, max(0.1, min(settings.grace, 1.0)),
@@ -269,7 +273,7 @@ class Channel:
 
     def _follow(self, lifecycle: Lifecycle) -> Following:
         source = MirrorSource(MirrorCore(self.key, self.coordinator, self.ring, on_bytes=weakly(self._mirrored),
-                                         from_start=self.replay_mirror))
+                                         from_start=self.replay_mirror and not self.bytes_in))
         watch = OwnerWatch(
             WatchCore(self.key, self.coordinator, self.clock, interval=min(max(self.settings.lease / 2, 0.05), 1.0),
                       patience=self.settings.lease / 3 + self.coordinator.reclaim_margin,

@@ -118,6 +118,10 @@ class Roster:
             bytes_sent=getattr(sink, "bytes_sent", 0),
         )
 
+    def has_kind(self, kind: str) -> bool:
+        """Some player is of C{kind} (C{ts} or C{hls})."""
+        return any(getattr(sink, "kind", "ts") == kind for sink in self.sinks)
+
     def bytes_out(self) -> int:
         return self.departed_bytes_out + sum(sink.bytes_sent for sink in self.sinks)
 

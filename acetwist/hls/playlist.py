@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, List
 
 from acetwist.hls.segmenter import Segment
@@ -10,13 +11,16 @@ from acetwist.hls.segmenter import Segment
 CONTENT_TYPE = b"application/vnd.apple.mpegurl"
 
 
-def media_playlist(segments: List[Segment], target_duration: int, uri: Callable[[Segment], str]) -> bytes:
+def media_playlist(segments: List[Segment], minimum_target: int, uri: Callable[[Segment], str]) -> bytes:
     """
     C{#EXTM3U} version 3 with C{segments} (oldest first, at least one): never
-    an C{#EXT-X-ENDLIST}, since the channel is live. A discontinuity before the
+    an C{#EXT-X-ENDLIST}, since the channel is live. C{#EXT-X-TARGETDURATION}
+    is C{minimum_target} or the longest listed segment, rounded up, so every
+    worker listing the same segments says the same. A discontinuity before the
     first listed segment is carried by C{#EXT-X-DISCONTINUITY-SEQUENCE} alone.
     """
     first = segments[0]
+    target_duration = max([minimum_target] + [math.ceil(round(segment.duration, 3)) for segment in segments])
     lines = [
         "#EXTM3U",
         "#EXT-X-VERSION:3",

@@ -92,8 +92,8 @@ class Segmenter:
         self.on_segment = on_segment
         #: the seq of the oldest block the ring still holds (segments before it are let go unless C{retain})
         self.oldest_block = oldest_block
-        #: keep C{keep} segments even once the ring has let their blocks go (HLS viewers are watching)
-        self.retain = False
+        #: whether to keep C{keep} segments even once the ring has let their blocks go (HLS viewers watch)
+        self.retain: Callable[[], bool] = lambda: False
         self.segments: "OrderedDict[int, Segment]" = OrderedDict()
         self.longest = 0.0
         self.dropped = 0
@@ -106,13 +106,28 @@ class Segmenter:
     # ------------------------------------------------------------ view
 
     @property
+    def minimum_target(self) -> int:
+        """The least C{#EXT-X-TARGETDURATION}: the target in whole seconds."""
+        return max(1, math.ceil(self.target - _TOLERANCE))
+
+    @property
     def target_duration(self) -> int:
-        """C{#EXT-X-TARGETDURATION}: whole seconds, never below any segment's duration, never decreasing."""
-        return max(1, math.ceil(self.target - _TOLERANCE), math.ceil(round(self.longest, 3)))
+        """Whole seconds, never below any segment's duration so far, never decreasing."""
+        return max(self.minimum_target, math.ceil(round(self.longest, 3)))
 
     def window(self, count: int) -> List[Segment]:
-        """The newest C{count} finished segments, oldest first."""
-        return list(self.segments.values())[-count:]
+        """
+        The newest C{count} finished segments, oldest first, without a gap in
+        their numbers (a follower that missed some of the mirror lists only
+        the run since).
+        """
+        run: List[Segment] = []
+        for segment in reversed(self.segments.values()):
+            if len(run) == count or (run and segment.sequence != run[-1].sequence - 1):
+                break
+            run.append(segment)
+        run.reverse()
+        return run
 
     def get(self, sequence: int) -> Optional[Segment]:
         return self.segments.get(sequence)
@@ -227,7 +242,7 @@ class Segmenter:
         segments = self.segments
         while len(segments) > self.keep:
             segments.popitem(last=False)
-        if self.retain or self.oldest_block is None:
+        if self.oldest_block is None or self.retain():
             return
         oldest = self.oldest_block()
         while segments and next(iter(segments.values())).first_block < oldest:

@@ -5,7 +5,7 @@ L{HlsViewer}: an HLS viewer as one of a channel's players.
 An HLS viewer has no connection to follow: it is a run of playlist and
 segment requests from one address and user agent. It keeps the channel alive
 while it fetches, counts the bytes it was served, and has left once
-C{idle_timeout} passes without a request (none pending); then the channel's
+C{idle_timeout()} passes without a request (none pending); then the channel's
 normal grace applies. Requests that must wait (the first playlist before the
 channel has a segment, a segment not cut yet) wait on the viewer, which the
 channel wakes after every block and fails when the channel ends.
@@ -44,7 +44,8 @@ class HlsViewer:
     kind = "hls"
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, idle_timeout: float, on_close: Callable[[Any, str], None]) -> None:
+    def __init__(self, clock: IReactorTime, idle_timeout: Callable[[], float],
+                 on_close: Callable[[Any, str], None]) -> None:
         self.clock = clock
         self.idle_timeout = idle_timeout
         self.on_close = on_close
@@ -156,7 +157,7 @@ class HlsViewer:
         """(Re)start the idle clock, unless a request is waiting."""
         self._disarm()
         if not self.closed and not self._waiters:
-            self._idle = self.clock.callLater(self.idle_timeout, self.leave, "idle")
+            self._idle = self.clock.callLater(self.idle_timeout(), self.leave, "idle")
 
     def _disarm(self) -> None:
         if self._idle is not None and self._idle.active():
