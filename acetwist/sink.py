@@ -250,17 +250,18 @@ class ClientSink:
         """
         A player without data starts C{join_backlog} back (L{TSRing.keyframe_back});
         one with data (a rebind) at the newest keyframe, since the backlog would
-        repeat what it has had. What lies between the cursor and the newest block
-        then is the player's allowance, not lag.
+        repeat what it has had. A backlog (what lies between the cursor and the
+        newest block then) is the player's allowance, not lag.
         """
         ring = self.ring
-        if self.join_backlog > 0 and not self.started:
+        backlog = self.join_backlog > 0 and not self.started
+        if backlog:
             keyframe = ring.keyframe_back(self.clock.seconds() - self.join_backlog)
         else:
             keyframe = ring.latest_keyframe()
         self._cursor = keyframe.seq if keyframe is not None else ring.next_seq
         self._want_keyframe = True
-        self._allowance = ring.bytes_from(self._cursor)
+        self._allowance = ring.bytes_from(self._cursor) if backlog else 0
 
     def _check_lag(self) -> None:
         """
@@ -289,7 +290,7 @@ class ClientSink:
         lost = lag - ring.bytes_from(target)
         self._cursor = target
         self._want_keyframe = True
-        self._allowance = ring.bytes_from(target)
+        self._allowance = 0
         if self.started:
             self.skips += 1
             self.log.info(
