@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Generator, List, Optional
 
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from acetwist import ts
 from acetwist.testing import Player, wait_for
 from acetwist.testing.decoder import DecodeResult, decode, decoder_unavailable
 from tests.integration import SimulatorProxyTestCase
+from tests.test_cluster import ClusterTestCase
 
 PCR_HZ = 27_000_000
 
@@ -103,3 +105,28 @@ class ZeroBacklogTests(SimulatorProxyTestCase):
         spans: List[float] = [pcr_seconds(bytes(joiner.data[: joiner.first_second_bytes]))]
         self.assertLess(spans[0], 2.5)
         self.assertTrue(joiner.checker.first_video_random_access)
+
+
+class FollowerFastStartTests(ClusterTestCase):
+    """The first player on a worker that follows another's mirror gets the backlog too."""
+
+    @inlineCallbacks
+    def test_first_joiner_on_a_follower_gets_the_backlog_within_its_first_second(self) -> Generator[Deferred[Any], Any, None]:
+        """A fresh follower's ring starts the backlog back in the mirror: its first player gets 5 s of stream in its first second, aligned, PAT/PMT and a keyframe first."""
+        w1, w2 = self.workers
+        owner_player = self.play(w1)
+        yield self.streaming([owner_player])
+        # the mirror holds well over the backlog and a GOP once the owner has streamed this long
+        yield wait_for(reactor, lambda: reactor.seconds() - (owner_player.first_byte_at or reactor.seconds()) >= 7.0,
+                       timeout=20)
+        joiner = TimedPlayer(reactor, f"{w2.url}/ace/getstream?id={self.content.content_id}",
+                             limit=10**9, keep_bytes=True).start()
+        self.players.append(joiner)
+        yield wait_for(reactor, lambda: joiner.first_second_bytes is not None, timeout=15)
+        assert joiner.first_second_bytes is not None
+        first_second = bytes(joiner.data[: joiner.first_second_bytes])
+        self.assertGreaterEqual(pcr_seconds(first_second), 5.0)
+        self.assertClean(joiner)
+        status = yield w2.status()
+        [channel] = status["channels"]
+        self.assertEqual(channel["role"], "follower")

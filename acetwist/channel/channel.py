@@ -260,7 +260,8 @@ class Channel:
             self._lifecycle.fail(error)
 
     def _follow(self, lifecycle: Lifecycle) -> Following:
-        source = MirrorSource(MirrorCore(self.key, self.coordinator, self.ring, on_bytes=weakly(self._mirrored)))
+        source = MirrorSource(MirrorCore(self.key, self.coordinator, self.ring, on_bytes=weakly(self._mirrored),
+                                         join_backlog=self.settings.join_backlog))
         watch = OwnerWatch(
             WatchCore(self.key, self.coordinator, self.clock, interval=min(max(self.settings.lease / 2, 0.05), 1.0),
                       patience=self.settings.lease / 3 + self.coordinator.reclaim_margin,

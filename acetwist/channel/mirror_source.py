@@ -36,6 +36,8 @@ class MirrorCore:
     coordinator: ICoordinator
     ring: TSRing
     on_bytes: Callable[[int], None]
+    #: a fresh follower's ring starts this far back in the mirror (the players' join backlog)
+    join_backlog: float = 0.0
     phase: str = "starting"
     epoch: Optional[int] = None
     log: Logger = field(default_factory=Logger)
@@ -54,9 +56,12 @@ def _build_mirror() -> Callable[[MirrorCore], _MirrorInputs]:
     def subscribe(m: _MirrorInputs, s: MirrorCore) -> _Following:
         # a new upstream: players resume at the next keyframe
         s.ring.flush()
+        # an empty ring takes the mirror's backlog, so the players waiting on it start fast; a ring
+        # that had blocks (a demoted owner) goes on from the newest keyframe, so nothing repeats
+        backlog = s.join_backlog if s.ring.next_seq == 0 else 0.0
         s.ring.discontinuity()
         s.log.info("{key}: following the owner's mirror", key=s.key)
-        return _Following(s.coordinator.follow(s.key, weakly(m._block)))
+        return _Following(s.coordinator.follow(s.key, weakly(m._block), backlog=backlog))
 
     idle = machine.state("Idle")
     following = machine.state("Following", subscribe)
