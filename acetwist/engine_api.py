@@ -7,7 +7,9 @@ value types they carry.
   stop it. L{acetwist.upstream.EngineClient} talks HTTP to a real engine;
   L{acetwist.testing.FakeEngine} is completed by hand in tests. Both pass
   C{tests/test_engine_contract.py}.
-- L{IPlaybackReader}: one read of a playback URL, ended by a L{PlaybackEnd}.
+- L{IPlaybackReader}: one read of a playback URL, ended by a L{PlaybackEnd}:
+  a progressive MPEG-TS read (L{acetwist.playback}) or a read of the
+  engine's HLS (L{acetwist.engine_hls}), as the session's C{format} says.
 
 Failures are L{acetwist.errors.EngineError}s whose C{kind} says why.
 """
@@ -56,9 +58,19 @@ def stream_key(kind: str, value: str) -> str:
     return f"{kind}:{value}"
 
 
+#: An engine session whose playback URL is progressive MPEG-TS (getstream).
+TS = "ts"
+#: An engine session whose playback URL is an HLS playlist (manifest.m3u8): encrypted content.
+HLS = "hls"
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class EngineSession:
-    """One engine playback session, with its URLs rebased onto the engine's own address."""
+    """
+    One engine playback session, with its URLs rebased onto the engine's own
+    address. C{format} is L{TS} (read with L{IEngine.read}) or L{HLS} (read
+    with L{IEngine.read_hls}).
+    """
 
     playback_url: str
     stat_url: Optional[str]
@@ -68,6 +80,7 @@ class EngineSession:
     pid: str
     is_live: int = 1
     bitrate: Optional[int] = None
+    format: str = TS
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -102,14 +115,15 @@ class IEngine(Interface):
     """One AceStream engine, as a channel uses it."""
 
     base_url = Attribute("The engine's scheme://host:port (str).")
-    json_calls = Attribute("getstream JSON calls made so far (int).")
+    json_calls = Attribute("JSON start calls (getstream, and manifest.m3u8 for encrypted content) made so far (int).")
     stop_calls = Attribute("stop calls made so far (int).")
 
     def open_session(selector: Selector) -> "Deferred[EngineSession]":
         """
         Start an engine session for C{selector} (with a fresh player id).
         Fires with an L{EngineSession} whose URLs are on C{base_url}, or fails
-        with an L{EngineError}.
+        with an L{EngineError}. Content the engine serves only as HLS gives
+        a session of C{format} L{HLS}.
         """
 
     def read(
@@ -123,6 +137,21 @@ class IEngine(Interface):
         """
         Start reading playback URL C{url}. C{on_end} is called exactly once,
         unless the reader's C{stop} was called first.
+        """
+
+    def read_hls(
+        url: str,
+        *,
+        on_data: "Callable[[bytes], None]",
+        on_splice: "Callable[[], None]",
+        on_end: "Callable[[PlaybackEnd], None]",
+        first_byte_timeout: float,
+        idle_timeout: float,
+    ) -> IPlaybackReader:
+        """
+        Start reading the HLS playlist C{url} (an L{HLS} session's): segment
+        bytes in order to C{on_data}, C{on_splice} before a segment that does
+        not continue the previous one. C{on_end} as for L{read}.
         """
 
     def stop(session: EngineSession) -> "Deferred[bool]":

@@ -1,12 +1,15 @@
 # -*- test-case-name: tests.test_upstream -*-
 """
-What the engine's two HTTP clients share: the JSON calls of
-L{acetwist.upstream.EngineClient} and the playback reads of
-L{acetwist.playback.PlaybackReader}. They send the same User-Agent and
-classify a connection that failed the same way.
+What the engine's HTTP clients share: the JSON calls of
+L{acetwist.upstream.EngineClient}, the playback reads of
+L{acetwist.playback.PlaybackReader} and L{acetwist.engine_hls.HLSReader}.
+They send the same User-Agent, classify a connection that failed the same
+way, and put the URLs the engine hands out on the engine's own address.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from twisted.internet import error as net_error
 from twisted.python.failure import Failure
@@ -51,3 +54,18 @@ def unreachable(failure: Failure) -> EngineError:
                         kind=ErrorKind.UNREACHABLE)
     error.engine_down = could_not_connect(failure)
     return error
+
+
+def rebase(url: str, engine: str) -> str:
+    """Put C{url}'s path and query on the engine's scheme://host:port (engines build URLs from Host)."""
+    base = urlsplit(engine)
+    parts = urlsplit(url)
+    return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, ""))
+
+
+def resolve(uri: str, playlist_url: str) -> str:
+    """
+    A playlist entry's URL: C{uri} (relative or absolute) resolved against
+    C{playlist_url}, then rebased onto C{playlist_url}'s scheme://host:port.
+    """
+    return rebase(urljoin(playlist_url, uri), playlist_url)

@@ -16,8 +16,8 @@ from typing import Dict, Optional
 class ErrorKind(enum.Enum):
     """Why the engine (or the proxy) could not give a stream; each kind's usual status in brackets."""
 
-    #: The engine said no: a JSON error (failed to load content), encrypted content, a reply without a
-    #: playback_url, a reply that is not JSON, an HTTP 5xx on the playback URL [502].
+    #: The engine said no: a JSON error (failed to load content), a reply without a playback_url, a
+    #: reply that is not JSON, an HTTP 5xx on the playback URL, an HLS playlist that cannot be followed [502].
     REFUSED = "refused"
     #: The connection was refused, failed or was lost before a response, or the engine answered 503 [503].
     UNREACHABLE = "unreachable"

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from acetwist.interfaces import Block
+from acetwist.interfaces import Block, SegmentMark
 
 
 class BlockHistory:
@@ -106,10 +106,11 @@ class BlockHistory:
             return self.total_bytes
         return self._appended - self._starts[seq]
 
-    def _append(self, data: bytes, keyframe: bool, psi: bytes) -> Block:
+    def _append(self, data: bytes, keyframe: bool, psi: bytes, mark: Optional[SegmentMark] = None) -> Block:
         """Keep C{data} as the newest block, trim the oldest, and tell C{on_block}."""
         seq = self.next_seq
-        block = Block(seq=seq, data=data, keyframe=keyframe, psi=psi, segment=self.segment, created=self.clock.seconds())
+        block = Block(seq=seq, data=data, keyframe=keyframe, psi=psi, segment=self.segment,
+                      created=self.clock.seconds(), mark=mark)
         self._blocks[seq] = block
         self._starts[seq] = self._appended
         self._appended += len(data)

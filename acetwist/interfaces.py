@@ -19,6 +19,36 @@ from zope.interface import Attribute, Interface
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
+class SegmentMark:
+    """
+    An HLS segment begins at this block (decided by the owner, carried by its
+    mirror, so every worker cuts the same segments with the same numbers).
+
+    @ivar sequence: the media sequence number of the segment beginning here.
+    @ivar discontinuity: its discontinuity sequence number (segments after a
+        splice have a higher one, and an C{#EXT-X-DISCONTINUITY} before them).
+    @ivar previous_duration: the C{#EXTINF} of segment C{sequence - 1}, which
+        ends here (0 when there is none).
+    """
+
+    sequence: int
+    discontinuity: int
+    previous_duration: float
+
+    def encode(self) -> bytes:
+        return f"{self.sequence} {self.discontinuity} {self.previous_duration!r}".encode()
+
+    @classmethod
+    def decode(cls, text: bytes) -> Optional["SegmentMark"]:
+        """The mark C{encode} wrote, or None for an empty or malformed one."""
+        try:
+            sequence, discontinuity, duration = text.split()
+            return cls(int(sequence), int(discontinuity), float(duration))
+        except ValueError:
+            return None
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
 class Block:
     """
     A run of whole 188-byte packets.
@@ -33,6 +63,8 @@ class Block:
         engine session, takeover); a client crossing into a new segment waits
         for a keyframe block.
     @ivar created: clock time the block was cut.
+    @ivar mark: the HLS segment that begins here, on a block that came from
+        the owner's mirror (see L{SegmentMark}), else None.
     """
 
     seq: int
@@ -41,6 +73,7 @@ class Block:
     psi: bytes
     segment: int
     created: float
+    mark: Optional[SegmentMark] = None
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)

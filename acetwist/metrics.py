@@ -57,6 +57,10 @@ class _AppCollector:
             state.add_metric([name], count)
         yield state
         yield GaugeMetricFamily("acetwist_clients", "Connected players", value=sum(len(c.sinks) for c in channels))
+        yield GaugeMetricFamily("acetwist_hls_viewers", "HLS viewers (one per address and user agent)",
+                                value=app.hls.viewers())
+        yield CounterMetricFamily("acetwist_hls_playlists", "HLS playlists served", value=app.hls.playlists)
+        yield CounterMetricFamily("acetwist_hls_segments", "HLS segments served", value=app.hls.segments)
         bytes_in = CounterMetricFamily("acetwist_channel_bytes_in", "Bytes read from the engine", labels=["key"])
         bytes_out = CounterMetricFamily("acetwist_channel_bytes_out", "Bytes sent to players", labels=["key"])
         skips = CounterMetricFamily("acetwist_client_skips", "Keyframe skips of slow players", labels=["key"])

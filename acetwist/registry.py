@@ -103,20 +103,27 @@ class Registry:
         if new) and return its sink. Raises L{EngineError} when a limit is reached.
         """
         assert self._make_sink is not None, "a registry that joins players needs make_sink"
-        if self.max_clients and self.client_count() >= self.max_clients:
-            raise EngineError(503, f"player limit ({self.max_clients}) reached", retry_after=10, kind=ErrorKind.LIMIT)
+        self.check_client_limit()
         channel = self.channel_for(selector)
         sink = self._make_sink(request, channel.ring, channel.player_gone())
+        channel.add_client(sink, self.client_info(request))
+        channel.start()
+        return sink
+
+    def check_client_limit(self) -> None:
+        """Raise a 503 when C{max_clients} players are connected already."""
+        if self.max_clients and self.client_count() >= self.max_clients:
+            raise EngineError(503, f"player limit ({self.max_clients}) reached", retry_after=10, kind=ErrorKind.LIMIT)
+
+    def client_info(self, request: Request) -> ClientInfo:
+        """Who is behind C{request}: a new player id, its address and user agent, now."""
         address = request.getClientAddress()
-        info = ClientInfo(
+        return ClientInfo(
             client_id=new_client_id(),
             ip=getattr(address, "host", str(address)),
             user_agent=(request.getHeader(b"user-agent") or b"").decode("utf-8", "replace"),
             connected_at=self.clock.seconds(),
         )
-        channel.add_client(sink, info)
-        channel.start()
-        return sink
 
     def canonical(self, channel: Channel, key: str, granted: Granted) -> bool:
         """

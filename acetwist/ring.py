@@ -24,7 +24,7 @@ from typing import Callable, List, Optional, Union
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from acetwist.history import BlockHistory
-from acetwist.interfaces import Block
+from acetwist.interfaces import Block, SegmentMark
 from acetwist.ts.keyframes import KeyframeScanner
 from acetwist.ts.packet import PACKET_SIZE, SYNC, find_sync
 
@@ -151,15 +151,16 @@ class TSRing(BlockHistory):
         self._scanner.forget_tables()
         self.segment += 1
 
-    def append_block(self, data: bytes, keyframe: bool, psi: bytes) -> Block:
+    def append_block(self, data: bytes, keyframe: bool, psi: bytes, mark: Optional[SegmentMark] = None) -> Block:
         """
         Append an already-cut block of whole packets (from another worker's
-        mirror); the ring gives it its own seq, segment and creation time.
+        mirror, with the owner's HLS C{mark}); the ring gives it its own seq,
+        segment and creation time.
         """
         if not data or len(data) % PACKET_SIZE:
             raise ValueError(f"a block is a whole number of packets, not {len(data)} bytes")
         self._cut()
-        return self._append(bytes(data), keyframe, bytes(psi) if keyframe else b"")
+        return self._append(bytes(data), keyframe, bytes(psi) if keyframe else b"", mark)
 
     def close(self) -> None:
         """Cancel the flush timer, release every block at once, and ignore later feeds."""

@@ -72,6 +72,7 @@ class ClientSink:
     @ivar closed: the sink has ended; C{close_reason} says why.
     """
 
+    kind = "ts"
     log = Logger()
 
     def __init__(

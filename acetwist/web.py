@@ -3,6 +3,8 @@
 The player-facing HTTP API (acexy compatible) and the operator endpoints.
 
 - C{GET|HEAD /ace/getstream?id=|content_id=|infohash=} -> C{200 video/mp2t}
+- C{GET|HEAD /ace/manifest.m3u8?...} (and C{/hls/manifest.m3u8}) -> the live HLS
+  playlist; C{/ace/hls/<token>/<sequence>.ts} -> its segments
 - C{GET|HEAD /ace/status}, C{/status}, C{/metrics}, C{/healthz}; other methods get 405
 
 Errors before a player's first byte are an HTTP status with a JSON body;
@@ -34,6 +36,9 @@ from werkzeug.exceptions import NotFound
 from acetwist import __version__
 from acetwist.config import Settings
 from acetwist.engines.api import IEnginePool
+from acetwist.hls.frontend import HlsFrontend
+from acetwist.hls.playlist import CONTENT_TYPE as PLAYLIST_TYPE
+from acetwist.hls.segmenter import Segment
 from acetwist.http import ConnectionStats, ProxySite, make_site
 from acetwist.metrics import render_metrics
 from acetwist.redact import redact_credentials, redact_session_url
@@ -172,6 +177,7 @@ class ProxyApp:
         self.errors: Dict[int, int] = {}
         #: the HTTP server side's counters (filled by the L{ProxySite} of L{site})
         self.connections = ConnectionStats()
+        self.hls = HlsFrontend(registry, settings, clock, clustered=settings.redis is not None)
 
     def resource(self) -> IResource:
         return RequestGuard(self.app.resource(), self._error)
@@ -260,6 +266,77 @@ class ProxyApp:
         if isinstance(error, EngineError):
             return self._error(request, error.status, error.message, error.retry_after)
         self.log.failure("unexpected failure serving a stream", failure)
+        return self._error(request, 500, "internal error")
+
+    # ---------------------------------------------------------- HLS
+
+    @app.route("/ace/manifest.m3u8", branch=False, strict_slashes=False)
+    @app.route("/hls/manifest.m3u8", branch=False, strict_slashes=False)
+    def manifest(self, request: Request) -> Any:
+        """The channel's live HLS playlist (the engine's own path); HEAD answers the headers alone."""
+        self.requests += 1
+        refusal = self._method_refusal(request)
+        if refusal is not None:
+            return refusal
+        if not self._authorised(request):
+            return self._error(request, 401, "a valid token is required")
+        try:
+            selector = parse_selector(request.args)
+        except BadRequest as e:
+            return self._error(request, 400, str(e))
+        if request.method == b"HEAD":
+            self._playlist_headers(request)
+            return b""
+        try:
+            body = self.hls.playlist(request, selector, self._credential(request))
+        except EngineError as e:
+            return self._error(request, e.status, e.message, e.retry_after)
+
+        def answer(body: bytes) -> bytes:
+            self._playlist_headers(request)
+            return body
+
+        return body.addCallbacks(answer, self._hls_failed, errbackArgs=(request,))
+
+    @staticmethod
+    def _playlist_headers(request: IRequest) -> None:
+        request.setHeader(b"Content-Type", PLAYLIST_TYPE)
+        request.setHeader(b"Cache-Control", b"no-cache")
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")  # web players (hls.js) on other origins
+
+    @app.route("/ace/hls/<token>/<int:sequence>.ts", strict_slashes=False)
+    def hls_segment(self, request: Request, token: str, sequence: int) -> Any:
+        """One HLS segment (C{video/mp2t}), the same bytes on every worker."""
+        self.requests += 1
+        refusal = self._method_refusal(request)
+        if refusal is not None:
+            return refusal
+        if not self._authorised(request):
+            return self._error(request, 401, "a valid token is required")
+        try:
+            found = self.hls.segment(request, token, sequence)
+        except EngineError as e:
+            return self._error(request, e.status, e.message, e.retry_after)
+
+        def send(segment: Segment) -> bytes:
+            request.setHeader(b"Content-Type", b"video/mp2t")
+            request.setHeader(b"Cache-Control", b"max-age=60")
+            request.setHeader(b"Access-Control-Allow-Origin", b"*")
+            request.setHeader(b"Content-Length", str(segment.size).encode())
+            if request.method != b"HEAD":
+                for part in segment.parts:
+                    request.write(part)
+            return b""
+
+        return found.addCallbacks(send, self._hls_failed, errbackArgs=(request,))
+
+    def _hls_failed(self, failure: Failure, request: Request) -> Any:
+        if failure.check(CancelledError):
+            return None  # the viewer went away
+        error = failure.value
+        if isinstance(error, EngineError):
+            return self._error(request, error.status, error.message, error.retry_after)
+        self.log.failure("unexpected failure serving HLS", failure)
         return self._error(request, 500, "internal error")
 
     @app.route("/ace/status", strict_slashes=False)

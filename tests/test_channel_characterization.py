@@ -25,9 +25,11 @@ STATUS_KEYS = {
     "role", "owner", "epoch", "created_at", "uptime", "bytes_in", "bytes_out", "bitrate", "recoveries",
     "sessions_opened", "last_end_reason", "ring", "clients", "error",
     "parameters",  # added by issue 9: the engine parameters the channel was opened with
+    "session_format",  # added by issue 11: ts, or hls for content the engine serves only as HLS
+    "hls",  # added by issue 11: the channel's HLS segments
 }
 CLIENT_KEYS = {"id", "ip", "user_agent", "connected_at", "connected_for", "bytes_sent", "queue_bytes", "skips",
-               "paused", "started"}
+               "paused", "started", "kind"}  # kind: added by issue 11 (ts or hls)
 NO_SESSION = {"infohash": None, "playback_session_id": None, "playback_url": None, "stat_url": None,
               "command_url": None}
 
@@ -237,7 +239,7 @@ class StatusTests(CharacterizationTestCase):
                  "bytes_in": int, "bytes_out": int, "bitrate": int, "recoveries": int, "sessions_opened": int,
                  "ring": dict, "clients": list, "parameters": dict}
         optional = {"engine": str, "infohash": str, "playback_session_id": str, "playback_url": str, "stat_url": str,
-                    "command_url": str, "owner": str, "epoch": int, "last_end_reason": str, "error": str}
+                    "command_url": str, "session_format": str, "owner": str, "epoch": int, "last_end_reason": str, "error": str}
         for name, kind in types.items():
             self.assertIsInstance(status[name], kind, name)
         for name, kind in optional.items():
@@ -273,7 +275,8 @@ class StatusTests(CharacterizationTestCase):
             created_at=0.0, uptime=2.5, bytes_in=0, bytes_out=1000, bitrate=0, recoveries=0, sessions_opened=0,
             last_end_reason=None, ring={"blocks": 0, "bytes": 0, "resyncs": 0}, error=None,
             clients=[{"id": "c", "ip": "127.0.0.1", "user_agent": "test", "connected_at": 0.0, "connected_for": 2.5,
-                      "bytes_sent": 1000, "queue_bytes": 300, "skips": 2, "paused": True, "started": False}],
+                      "bytes_sent": 1000, "queue_bytes": 300, "skips": 2, "paused": True, "started": False,
+                      "kind": "ts"}],
         )
 
     def test_starting_as_owner_while_the_engine_call_is_pending(self) -> None:

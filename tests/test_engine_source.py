@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from acetwist.channel.engine_source import EngineCore, EngineSource, Granted
 from acetwist.config import Settings
+from acetwist.engine_api import HLS
 from acetwist.errors import EngineError, ErrorKind
 from acetwist.upstream import EngineSession, PlaybackEnd, Selector
 from acetwist.testing import FakePool
@@ -70,6 +71,32 @@ class EngineSourceTests(SynchronousTestCase):
         self.engine.readers[-1].feed(gop(1))
         self.source.block_cut()
         self.assertEqual(self.source.phase, "live")
+
+    def test_an_hls_session_is_read_as_hls_and_its_splices_mark_the_ring(self) -> None:
+        """A session of format hls is read with read_hls; a splice from the current read marks the ring, a stale one not."""
+        self.source.start()
+        self.engine.answer(format=HLS)
+        reader = self.engine.readers[-1]
+        self.assertIsNotNone(reader.on_splice)
+        self.assertTrue(reader.url.endswith(".m3u8"))
+        reader.feed(gop(0))
+        self.source.block_cut()
+        reader.splice()
+        reader.feed(gop(1))
+        self.assertEqual((self.source.phase, self.incidents, self.data), ("live", 1, [gop(0), gop(1)]))
+        reader.end("cut")
+        self.assertEqual(self.incidents, 2)
+        reader.on_splice()  # a late splice from the ended read
+        self.assertEqual(self.incidents, 2)
+        self.clock.advance(1.0)
+        self.assertIsNotNone(self.engine.readers[-1].on_splice)  # the re-read is an HLS read too
+        self.assertEqual(self.engine.json_calls, 1)
+
+    def test_a_ts_session_is_read_progressively(self) -> None:
+        """A session of format ts is read with read (no splice callback)."""
+        self.source.start()
+        self.engine.answer()
+        self.assertIsNone(self.engine.readers[-1].on_splice)
 
     def test_a_late_engine_reply_after_stop_is_stopped_exactly_once_and_otherwise_ignored(self) -> None:
         """A session granted after the source stopped is stopped once and never read."""

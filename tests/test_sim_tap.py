@@ -65,6 +65,16 @@ class OptionTests(SynchronousTestCase):
         config = parse([], {"ACETWIST_SIM_FAULT": "stall;gap:ms=100"})["config"]
         self.assertEqual([n for n, _, _ in config.faults], ["stall", "gap"])
 
+    def test_encrypted_contents(self) -> None:
+        """--encrypted takes names, content ids or infohashes (or * for all); the variable works too."""
+        first, second, third = DEFAULT_CONTENTS[:3]
+        config = parse(["--encrypted", f"channel-1,{second.infohash}"])["config"]
+        self.assertEqual(config.encrypted_contents(), (first, second))
+        config = parse([], {"ACETWIST_SIM_ENCRYPTED": "*"})["config"]
+        self.assertEqual(config.encrypted_contents(), tuple(DEFAULT_CONTENTS))
+        self.assertEqual(parse([])["config"].encrypted_contents(), ())
+        self.assertEqual(parse(["--encrypted", third.content_id])["config"].encrypted_contents(), (third,))
+
     def test_bad_values_are_usage_errors(self) -> None:
         """Bad flags or variables are UsageErrors that name the option."""
         cases = [
@@ -81,6 +91,8 @@ class OptionTests(SynchronousTestCase):
             ([], {"ACETWIST_SIM_IDLE_TIMEOUT": "soon"}, "ACETWIST_SIM_IDLE_TIMEOUT"),
             ([], {"ACETWIST_SIM_FAULT": "gap"}, "ACETWIST_SIM_FAULT"),
             (["--listen", "nowhere"], {}, "--listen"),
+            (["--encrypted", "channel-9"], {}, "encrypted: no content"),
+            (["--encrypted", "*,channel-1"], {}, "stands alone"),
         ]
         for args, environ, text in cases:
             error = self.assertRaises(usage.UsageError, parse, args, environ)

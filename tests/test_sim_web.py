@@ -434,3 +434,93 @@ class HLSTests(WebTestCase):
         old = self.start(B, path="/ace/manifest.m3u8")
         self.start(B, path="/ace/manifest.m3u8")
         self.assertEqual(self.get(old["playback_url"]).response().status, 403)
+
+    def test_media_sequence_grows_and_segments_are_contiguous(self) -> None:
+        """Across refreshes media sequence grows, and consecutive segments join into one clean TS of the test card."""
+        reply = self.start(A, path="/ace/manifest.m3u8")
+        self.clock.advance(1)
+        sequences, bodies = [], {}
+        for _ in range(8):
+            self.clock.advance(2)
+            text = self.get(reply["playback_url"]).response().body.decode()
+            sequences.append(int(text.split("#EXT-X-MEDIA-SEQUENCE:")[1].split()[0]))
+            for line in text.splitlines():
+                if line.startswith("http") and line not in bodies:
+                    bodies[line] = self.get(line).response().body
+        self.assertEqual(sequences, sorted(sequences))
+        self.assertGreater(sequences[-1], sequences[0])
+        numbers = sorted(int(url.rsplit("/", 1)[1][:-3]) for url in bodies)
+        self.assertEqual(numbers, list(range(numbers[0], numbers[0] + len(numbers))))
+        self.assertGreaterEqual(len(numbers), 8)
+        checker = ts.TSChecker()
+        for n in numbers:
+            checker.feed(bodies[f"{BASE}/ace/c/{A.infohash}/{n}.ts"])
+        self.assertTrue(checker.aligned_at_start)
+        self.assertTrue(checker.psi_before_first_video)
+        self.assertTrue(checker.first_video_random_access)
+        self.assertEqual((checker.cc_errors, checker.resyncs), (0, 0))
+        self.assertEqual(checker.video_pid, 0x100)
+        # one random-access point per GOP (1 s), two GOPs per segment
+        self.assertEqual(len(checker.random_access_points), 2 * len(numbers))
+
+
+class EncryptedTests(WebTestCase):
+    config = dict(WebTestCase.config, encrypted="channel-1")
+
+    def test_getstream_says_encrypted_and_its_ts_url_refuses(self) -> None:
+        """getstream for an encrypted content opens a session that says is_encrypted 1; its TS URL answers 500."""
+        reply = self.start(A)
+        self.assertEqual(reply["is_encrypted"], 1)
+        self.assertEqual(self.counters()["sessions_live"], 1)
+        self.clock.advance(2)
+        response = self.get(reply["playback_url"]).response()
+        self.assertEqual(response.status, 500)
+        self.assertIn(b"encrypted", response.body)
+        self.assertEqual(self.counters()["encrypted_refusals"], 1)
+        self.assertEqual(self.json_of(reply["stat_url"])["response"]["is_encrypted"], 1)
+        self.assertEqual(self.start(B)["is_encrypted"], 0)
+
+    def test_redirect_mode_leads_to_the_refusal_too(self) -> None:
+        """Without format=json, getstream redirects to the TS URL, which refuses the encrypted content."""
+        redirect = self.get(f"/ace/getstream?id={A.content_id}").response()
+        self.assertEqual(redirect.status, 302)
+        self.assertEqual(self.get(redirect.headers["location"]).response().status, 500)
+
+    def test_manifest_supersedes_and_serves_hls(self) -> None:
+        """The manifest call supersedes the getstream session and its playlist and segments work."""
+        old = self.start(A)
+        reply = self.start(A, path="/ace/manifest.m3u8")
+        self.assertEqual(reply["is_encrypted"], 1)
+        self.assertTrue(reply["playback_url"].endswith(".m3u8"))
+        self.assertEqual(self.counters()["sessions_superseded"], 1)
+        self.assertEqual(self.json_of(old["command_url"] + "?method=stop")["error"], "unknown playback session id")
+        self.clock.advance(2)
+        text = self.get(reply["playback_url"]).response().body.decode()
+        segment = [line for line in text.splitlines() if line.startswith("http")][0]
+        response = self.get(segment).response()
+        self.assertEqual(response.status, 200)
+        checker = ts.TSChecker()
+        checker.feed(response.body)
+        self.assertTrue(checker.first_video_random_access)
+        self.assertEqual(checker.cc_errors, 0)
+
+    def test_every_content_with_a_star(self) -> None:
+        """encrypted=* makes every content encrypted; set_encrypted changes one at run time."""
+        engine = Simulator(SimConfig.from_values(dict(self.config, encrypted="*")), self.clock).engine
+        self.addCleanup(engine.shutdown)
+        self.assertTrue(all(engine.is_encrypted(c) for c in DEFAULT_CONTENTS))
+        engine.set_encrypted("channel-2", False)
+        self.assertFalse(engine.is_encrypted(B))
+        self.assertTrue(engine.is_encrypted(C))
+
+
+class JsonRefusedTests(WebTestCase):
+    def test_getstream_json_refused_opens_no_session(self) -> None:
+        """With json_refused, getstream format=json answers a JSON error and opens nothing; manifest still works."""
+        self.engine.set_fault("json_refused", content=A.content_id)
+        document = self.json_of(f"/ace/getstream?id={A.content_id}&format=json")
+        self.assertEqual(document, {"response": None, "error": "unsupported format: json"})
+        self.assertEqual(self.counters()["sessions_opened"], 0)
+        self.assertEqual(self.get(f"/ace/getstream?id={A.content_id}").response().status, 302)
+        self.assertTrue(self.start(A, path="/ace/manifest.m3u8")["playback_url"].endswith(".m3u8"))
+        self.assertIsNone(self.json_of(f"/ace/getstream?id={B.content_id}&format=json")["error"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Union
 
+from attr import evolve
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -29,6 +30,7 @@ from acetwist.channel.mirror_source import MirrorCore, MirrorSource, OwnerWatch,
 from acetwist.channel.roster import ClientInfo, Roster
 from acetwist.channel.status import channel_status, ring_bitrate, stream_metadata
 from acetwist.channel.weak import weakly
+from acetwist.hls.segmenter import Segmenter
 from acetwist.config import Settings
 from acetwist.engines.api import IEnginePool
 from acetwist.errors import EngineError, ErrorKind
@@ -89,6 +91,12 @@ class Channel:
             max_bytes=settings.ring_bytes,
             on_block=weakly(self._on_block),
         )
+        #: HLS segments cut from the ring (numbered from the clock, so a restarted channel's never repeat)
+        ring = self.ring
+        self.hls = Segmenter(settings.hls_segment, settings.hls_window + 2, first_sequence=int(clock.seconds()),
+                             oldest_block=lambda: ring.first_seq)
+        #: a follower replays the owner's mirrored history (an HLS viewer may ask for a segment already cut)
+        self.replay_mirror = False
         self.roster = Roster(self.key, coordinator, clock, weakly(self._occupied), weakly(self._vacated))
         count_elsewhere = weakly(self._count_elsewhere)
         self.grace = GraceMachine(
@@ -261,7 +269,7 @@ class Channel:
 
     def _follow(self, lifecycle: Lifecycle) -> Following:
         source = MirrorSource(MirrorCore(self.key, self.coordinator, self.ring, on_bytes=weakly(self._mirrored),
-                                         join_backlog=self.settings.join_backlog))
+                                         from_start=self.replay_mirror, join_backlog=self.settings.join_backlog))
         watch = OwnerWatch(
             WatchCore(self.key, self.coordinator, self.clock, interval=min(max(self.settings.lease / 2, 0.05), 1.0),
                       patience=self.settings.lease / 3 + self.coordinator.reclaim_margin,
@@ -308,6 +316,7 @@ class Channel:
         self.grace.stop()
         self.roster.end(error)
         self.ring.close()
+        self.hls.close()
         self.on_gone(self)
 
     # ------------------------------------------------------------ data
@@ -327,7 +336,10 @@ class Channel:
     def _on_block(self, block: Block) -> None:
         role = self._role
         if isinstance(role, Owning):
-            self.coordinator.publish(self.key, role.lease_core.lease, block)
+            mark = self.hls.lead(block)
+            self.coordinator.publish(self.key, role.lease_core.lease, block if mark is None else evolve(block, mark=mark))
+        else:
+            self.hls.follow(block)
         if role is not None:
             role.source.block_cut()
         for sink in self.roster:

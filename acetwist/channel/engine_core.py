@@ -42,7 +42,9 @@ class EngineCore:
 
     @ivar on_session: a new session was granted; False means the channel
         handed it (and its players) to another channel, so it is not read.
-    @ivar on_recovering: a recovery incident begins (the ring marks a splice).
+    @ivar on_recovering: a recovery incident begins (the ring marks a splice);
+        also called when the engine's HLS skips segments or marks a
+        discontinuity (L{splice}).
     @ivar on_failed: the source gave up; players get C{error}.
     @ivar had_data: the channel has had stream data (from here or, after a
         takeover, from the mirror): failures climb the ladder instead of being final.
@@ -96,6 +98,11 @@ class EngineCore:
         self.failover_since = None
         return self.ladder
 
+    def splice(self) -> None:
+        """The engine's HLS goes on with a segment that does not continue the last one: the ring marks a splice."""
+        self.log.info("{key}: engine HLS spliced (segments missed or a discontinuity)", key=self.key)
+        self.on_recovering()
+
     def begin_incident(self) -> None:
         """The stream was lost after data flowed: recover from the bottom of a new ladder."""
         self.phase = "recovering"
@@ -115,15 +122,21 @@ class Attempt:
     reports after it was replaced, or twice, is ignored.
     """
 
-    def __init__(self, on_data: Callable[[bytes], None], on_end: Callable[[PlaybackEnd], None]) -> None:
+    def __init__(self, on_data: Callable[[bytes], None], on_end: Callable[[PlaybackEnd], None],
+                 on_splice: Optional[Callable[[], None]] = None) -> None:
         self._data = on_data  # weak callbacks: the machine holds this read as its state's data
         self._ended = on_end
+        self._splice = on_splice
         self.current = True
         self.reader: Optional[IPlaybackReader] = None
 
     def data(self, data: bytes) -> None:
         if self.current:
             self._data(data)
+
+    def splice(self) -> None:
+        if self.current and self._splice is not None:
+            self._splice()
 
     def ended(self, end: PlaybackEnd) -> None:
         if self.current:

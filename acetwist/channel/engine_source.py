@@ -33,6 +33,7 @@ from acetwist.channel.weak import weakly
 from acetwist.engines.api import IReservation
 from acetwist.errors import EngineError, ErrorKind
 from acetwist.interfaces import IStreamSource
+from acetwist.engine_api import HLS
 from acetwist.upstream import EngineSession, PlaybackEnd
 
 __all__ = ["EngineCore", "EngineSource", "Granted"]
@@ -58,6 +59,8 @@ class _Inputs(Protocol):
     def _open_failed(self, error: EngineError, engine_id: Optional[str]) -> None: ...
 
     def _data(self, data: bytes) -> None: ...
+
+    def _splice(self) -> None: ...
 
     def _ended(self, end: PlaybackEnd) -> None: ...
 
@@ -95,14 +98,15 @@ def _build() -> Callable[[EngineCore], _Inputs]:
 
     def start_reading(m: _Inputs, s: EngineCore, timeout: float) -> Attempt:
         assert s.current is not None
-        attempt = Attempt(weakly(m._data), weakly(m._ended))
-        attempt.reader = s.current.reservation.engine.read(
-            s.current.session.playback_url,
-            on_data=attempt.data,
-            on_end=attempt.ended,
-            first_byte_timeout=timeout,
-            idle_timeout=s.settings.idle_timeout,
-        )
+        attempt = Attempt(weakly(m._data), weakly(m._ended), weakly(m._splice))
+        engine, session = s.current.reservation.engine, s.current.session
+        if session.format == HLS:
+            attempt.reader = engine.read_hls(session.playback_url, on_data=attempt.data, on_splice=attempt.splice,
+                                             on_end=attempt.ended, first_byte_timeout=timeout,
+                                             idle_timeout=s.settings.idle_timeout)
+        else:
+            attempt.reader = engine.read(session.playback_url, on_data=attempt.data, on_end=attempt.ended,
+                                         first_byte_timeout=timeout, idle_timeout=s.settings.idle_timeout)
         return attempt
 
     def schedule(m: _Inputs, s: EngineCore, step: Step, timeout: float) -> Wait:
@@ -197,6 +201,10 @@ def _build() -> Callable[[EngineCore], _Inputs]:
         s.fallback = None  # ours is the live one
         s.on_data(data)
 
+    @reading.upon(_Inputs._splice).loop()
+    def splice(m: _Inputs, s: EngineCore, a: Attempt) -> None:
+        s.splice()
+
     @reading.upon(_Inputs.block_cut).loop()
     def live(m: _Inputs, s: EngineCore, a: Attempt) -> None:
         if s.phase != "live":
@@ -283,6 +291,8 @@ def _build() -> Callable[[EngineCore], _Inputs]:
         state.upon(_Inputs.block_cut).loop().returns(None)
         # an engine that fails while the source is not reading is found out by the next rung
         state.upon(_Inputs.engine_unhealthy).loop().returns(None)
+        # only the current read splices (see Attempt); nothing to splice outside Reading
+        state.upon(_Inputs._splice).loop().returns(None)
 
     # ---------------------------------------------------------------- stopped
     @stopped.upon(_Inputs._opened).loop()

@@ -36,6 +36,8 @@ class MirrorCore:
     coordinator: ICoordinator
     ring: TSRing
     on_bytes: Callable[[int], None]
+    #: replay the mirror's history (from its oldest block), not just from its newest keyframe
+    from_start: bool = False
     #: a fresh follower's ring starts this far back in the mirror (the players' join backlog)
     join_backlog: float = 0.0
     phase: str = "starting"
@@ -61,7 +63,8 @@ def _build_mirror() -> Callable[[MirrorCore], _MirrorInputs]:
         backlog = s.join_backlog if s.ring.next_seq == 0 else 0.0
         s.ring.discontinuity()
         s.log.info("{key}: following the owner's mirror", key=s.key)
-        return _Following(s.coordinator.follow(s.key, weakly(m._block), backlog=backlog))
+        return _Following(s.coordinator.follow(s.key, weakly(m._block), from_start=s.from_start,
+                                               backlog=backlog))
 
     idle = machine.state("Idle")
     following = machine.state("Following", subscribe)
@@ -78,7 +81,7 @@ def _build_mirror() -> Callable[[MirrorCore], _MirrorInputs]:
         s.epoch, f.segment, f.seq = epoch, block.segment, block.seq
         s.phase = "live"
         s.on_bytes(len(block.data))
-        s.ring.append_block(block.data, block.keyframe, block.psi)
+        s.ring.append_block(block.data, block.keyframe, block.psi, block.mark)
 
     @following.upon(_MirrorInputs.stop).to(stopped)
     def unsubscribe(m: _MirrorInputs, s: MirrorCore, f: _Following) -> None:

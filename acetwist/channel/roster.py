@@ -129,6 +129,7 @@ class Roster:
         return [
             {
                 "id": info.client_id,
+                "kind": getattr(sink, "kind", "ts"),
                 "ip": info.ip,
                 "user_agent": info.user_agent,
                 "connected_at": info.connected_at,
@@ -138,6 +139,7 @@ class Roster:
                 "skips": sink.skips,
                 "paused": sink.paused,
                 "started": sink.started,
+                **({"last_request": sink.last_request} if hasattr(sink, "last_request") else {}),
             }
             for sink, info in self.sinks.items()
         ]

@@ -25,6 +25,7 @@ def channel_status(channel: "Channel") -> Dict[str, Any]:
         "playback_url": session.playback_url if session else None,
         "stat_url": session.stat_url if session else None,
         "command_url": session.command_url if session else None,
+        "session_format": session.format if session else None,
         "role": channel.role,
         "owner": lease.owner if lease else None,
         "epoch": lease.epoch if lease else channel.follow_epoch,
@@ -37,6 +38,8 @@ def channel_status(channel: "Channel") -> Dict[str, Any]:
         "sessions_opened": channel.sessions_opened,
         "last_end_reason": channel.last_end_reason,
         "ring": {"blocks": len(channel.ring), "bytes": channel.ring.total_bytes, "resyncs": channel.ring.resyncs},
+        "hls": {"segments": len(channel.hls.segments), "newest": channel.hls.newest,
+                "target_duration": channel.hls.target_duration, "dropped": channel.hls.dropped},
         "clients": channel.roster.status(),
         "error": channel.error.message if channel.error else None,
     }

@@ -7,6 +7,7 @@ then its default; then the limits between options.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, FrozenSet, Mapping, Optional, Set, Tuple
 
 import attr
@@ -57,12 +58,23 @@ class Settings:
     client_max_lag: int
     client_stall_timeout: float
     write_batch: int
+    hls_segment: float
+    hls_window: int
+    #: None when not given: see L{hls_idle_timeout}
+    hls_idle: Optional[float]
     max_channels: int
     max_clients: int
     header_timeout: float
     max_connections: int
     max_connections_per_ip: int
     backlog: int
+
+    @property
+    def hls_idle_timeout(self) -> float:
+        """Seconds without a request after which an HLS viewer has left."""
+        if self.hls_idle is not None:
+            return self.hls_idle
+        return 3 * math.ceil(self.hls_segment) + 5.0
 
     @property
     def operator_token(self) -> Optional[str]:
@@ -182,6 +194,10 @@ def _check_together(settings: "Settings", given: FrozenSet[str] = frozenset()) -
             " (raise --ring-seconds, or lower --join-backlog; 0 turns it off)")
     if settings.client_max_lag < settings.block_size:
         problems.append("--client-max-lag must be at least one block (--block-size)")
+    if not 0.5 <= settings.hls_segment <= 30:
+        problems.append("--hls-segment must be between 0.5 and 30 s")
+    if settings.hls_window > 100:
+        problems.append("--hls-window must be at most 100 segments")
     if settings.write_batch < 188:
         problems.append("--write-batch must hold at least one packet")
     if problems:

@@ -17,7 +17,7 @@ from acetwist.coord.link import Link, RedisConnection, is_disconnection
 from acetwist.deferreds import observe
 from acetwist.coord.scripts import FOLLOW_START
 from acetwist.coord.settings import RedisSettings
-from acetwist.interfaces import Block, IFollower
+from acetwist.interfaces import Block, IFollower, SegmentMark
 
 log = Logger()
 
@@ -136,6 +136,7 @@ class RedisFollower:
                         psi=fields.get(b"psi") or b"",
                         segment=int(fields[b"segment"]),
                         created=float(fields.get(b"created") or 0.0),
+                        mark=SegmentMark.decode(fields.get(b"hls") or b""),
                     )
                 except (KeyError, ValueError, TypeError):
                     self.counters["malformed"] += 1

@@ -276,7 +276,7 @@ class RedisCoordinator:
             lease=lease_value(lease.owner, lease.epoch), maxlen=self.settings.mirror_maxlen,
             ttl_ms=_ms(self.settings.mirror_ttl), data=block.data, keyframe=b"1" if block.keyframe else b"0",
             psi=block.psi, epoch=lease.epoch, seq=block.seq, segment=block.segment,
-            created=repr(float(block.created)),
+            created=repr(float(block.created)), hls=block.mark.encode() if block.mark is not None else b"",
         ))
         if d is not None:
             d.addCallback(self._published)

@@ -164,11 +164,11 @@ ALIAS_SCRIPTS = (ALIAS,)
 #: Fenced: only the current lease holder's blocks get into the mirror.
 PUBLISH = Script("publish", keys=("owner_key", "mirror_key"),
                  args=("lease", "maxlen", "ttl_ms", "data", "keyframe", "psi", "epoch", "seq", "segment",
-                       "created"), body="""
+                       "created", "hls"), body="""
 if redis.call('GET', owner_key) ~= lease then return 0 end
 redis.call('XADD', mirror_key, 'MAXLEN', '~', maxlen, '*',
   'data', data, 'keyframe', keyframe, 'psi', psi, 'epoch', epoch,
-  'seq', seq, 'segment', segment, 'created', created)
+  'seq', seq, 'segment', segment, 'created', created, 'hls', hls)
 redis.call('PEXPIRE', mirror_key, ttl_ms)
 return 1
 """)

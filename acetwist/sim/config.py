@@ -14,7 +14,7 @@ import attr
 
 from acetwist.config import ConfigError, parse_duration, parse_listen
 from acetwist.sim import faults as faultlib
-from acetwist.sim.contents import DEFAULT_CONTENTS, Content, parse_contents
+from acetwist.sim.contents import DEFAULT_CONTENTS, Catalog, Content, parse_contents
 from acetwist.sim.tsgen import minimum_bitrate
 
 _BITRATE = re.compile(r"(\d+(?:\.\d+)?)\s*([km]?)(?:bit(?:/s)?|bps)?", re.I)
@@ -66,6 +66,14 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
         return int(value)
 
     return parse
+
+
+def parse_encrypted(text: str) -> Tuple[str, ...]:
+    """Content references from C{"channel-1,<content id>"}, or C{("*",)} for every content; C{""} for none."""
+    refs = tuple(part.strip() for part in str(text).split(",") if part.strip())
+    if "*" in refs and len(refs) > 1:
+        raise ConfigError("encrypted: '*' (every content) stands alone")
+    return refs
 
 
 def _optional_listen(text: str) -> Optional[str]:
@@ -181,6 +189,9 @@ OPTIONS: Tuple[Option, ...] = (
     Option("idle-timeout", "60", _seconds(0.01, 86400), "Seconds without a reader before a session expires."),
     Option("stat-keeps-alive", "yes", parse_bool, "Whether a stat poll counts as player activity (yes/no)."),
     Option("contents", "3", parse_contents, "A count (channel-1..N) or comma-separated channel names."),
+    Option("encrypted", "", parse_encrypted,
+           "Contents served only as HLS (is_encrypted: 1): comma-separated names, content ids or infohashes, "
+           "or * for all; none by default."),
     Option("tick", "0.04", _seconds(0.005, 0.5), "Pacing tick in seconds."),
     Option("engines", "1", _integer(1, MAX_ENGINES),
            "Number of engines, on consecutive ports from --listen's (tcp:0: a free port each)."),
@@ -207,6 +218,7 @@ class SimConfig:
     idle_timeout: float = 60.0
     stat_keeps_alive: bool = True
     contents: Tuple[Content, ...] = tuple(DEFAULT_CONTENTS)
+    encrypted: Tuple[str, ...] = ()
     tick: float = 0.04
     faults: Tuple[FaultSpec, ...] = ()
     engines: int = 1
@@ -239,6 +251,8 @@ class SimConfig:
                 if not items or not all(isinstance(c, Content) for c in items):
                     raise ConfigError("contents: give a count, a spec string or a non-empty list of Content")
                 kwargs[key] = items
+            elif key == "encrypted" and not isinstance(value, str):
+                kwargs[key] = parse_encrypted(",".join(str(ref) for ref in value))
             elif isinstance(value, bool) and key == "stat_keeps_alive":
                 kwargs[key] = value
             elif isinstance(value, bool):
@@ -265,6 +279,9 @@ class SimConfig:
             raise ConfigError(f"bitrate {self.bitrate} is too low for a {self.gop:g} s GOP "
                               f"(at least {minimum_bitrate(self.gop)})")
         names = {c.name for c in self.contents}
+        for ref in self.encrypted:
+            if ref != "*" and self.find_content(ref) is None:
+                raise ConfigError(f"encrypted: no content {ref!r} (known: {', '.join(sorted(names))})")
         for name, content, params in self.faults:
             try:
                 faultlib.check_scope(name, params, content)
@@ -273,10 +290,22 @@ class SimConfig:
             if content is not None and not any(content in (c.name, c.content_id, c.infohash) for c in self.contents):
                 raise ConfigError(f"fault {name}@{content}: no such content (known: {', '.join(sorted(names))})")
 
+    def find_content(self, ref: str) -> Optional[Content]:
+        """The content a name, content id or infohash names, or None."""
+        return Catalog(self.contents).find(ref)
+
+    def encrypted_contents(self) -> Tuple[Content, ...]:
+        """The contents L{encrypted} names (every content for C{*})."""
+        if "*" in self.encrypted:
+            return self.contents
+        found = (self.find_content(ref) for ref in self.encrypted)
+        return tuple(c for c in found if c is not None)
+
     def describe(self) -> Dict[str, Any]:
         return {
             "bitrate": self.bitrate, "prebuffer": self.prebuffer, "burst": self.burst, "gop": self.gop,
             "idle_timeout": self.idle_timeout, "stat_keeps_alive": self.stat_keeps_alive, "tick": self.tick,
+            "encrypted": [c.name for c in self.encrypted_contents()],
         }
 
 

@@ -50,6 +50,7 @@ COUNTERS = (
     "stats_unknown",
     "command_calls",            # every command_url call, stop included
     "playback_gets",            # GET of a progressive playback_url (/ace/r/...)
+    "encrypted_refusals",       # playback GETs of an encrypted content's TS URL, answered 500
     "content_gets",             # GET of the /content/... URL the playback_url redirects to
     "concurrent_reader_rejections",  # a second reader got the corrupt double status line
     "hls_playlist_gets",
@@ -105,6 +106,8 @@ class Engine:
             self.log = Logger(namespace=f"acetwist.sim.engine.{name}")
         self.config = config or SimConfig()
         self.catalog = Catalog(self.config.contents)
+        #: infohashes of the contents served only as HLS (C{is_encrypted: 1})
+        self.encrypted: Set[str] = {c.infohash for c in self.config.encrypted_contents()}
         self.template: GopTemplate = gop_template(self.config.bitrate, self.config.gop)
         self.rng = rng or random.SystemRandom()
         self.sessions: Dict[str, Session] = {}
@@ -142,6 +145,20 @@ class Engine:
         self.log.info("session opened: {content} token={token} pid={pid} kind={kind}",
                       content=content.name, token=session.token, pid=pid, kind=kind)
         return session
+
+    def is_encrypted(self, content: Content) -> bool:
+        """C{content} is served only as HLS: its TS playback URL refuses, its replies say C{is_encrypted: 1}."""
+        return content.infohash in self.encrypted
+
+    def set_encrypted(self, content: ContentRef, encrypted: bool = True) -> None:
+        """Make C{content} (a Content, name, content id or infohash) encrypted or not, from now on."""
+        target = self.resolve(content)
+        if target is None:
+            raise FaultError("set_encrypted needs a content")
+        if encrypted:
+            self.encrypted.add(target.infohash)
+        else:
+            self.encrypted.discard(target.infohash)
 
     def find_session(self, infohash: str, token: str) -> Optional[Session]:
         session = self.sessions.get(infohash)

@@ -117,6 +117,9 @@ FAULTS: Dict[str, FaultKind] = {
                   engine_wide_only=("refuse",)),
         FaultKind("failed_content", "The start call fails: JSON error (or text 500) with this message.",
                   {"message": (_text, "failed to load content", "the error string")}),
+        FaultKind("json_refused", "getstream with format=json is refused with a JSON error and opens no session, as "
+                                  "some engines do in some modes (the reply is a guess); manifest.m3u8 still works.",
+                  {"message": (_text, "unsupported format: json", "the error string")}),
         FaultKind("garbage_json", "The start call answers HTTP 200 with a body that is not JSON.", {}),
         FaultKind("redirect", "Extra 302 hops between the playback URL and the bytes.",
                   {"hops": (_integer(1, 10), 1, "number of extra hops")}),

@@ -243,7 +243,7 @@ class Session:
             "uploaded": downloaded // 4 // PIECE * PIECE,
             "total_progress": 0,
             "is_live": 1,
-            "is_encrypted": 0,
+            "is_encrypted": int(self.engine.is_encrypted(self.content)),
             "infohash": self.content.infohash,
             "playback_session_id": self.playback_session_id,
             "client_session_id": self.client_session_id,

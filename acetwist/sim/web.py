@@ -29,6 +29,8 @@ from acetwist.sim.stream import StreamSender
 VERSION = {"code": 3020300, "platform": "linux", "version": "3.2.3", "websocket_port": 43879}
 UNKNOWN_SESSION = "unknown playback session id"
 FAILED_CONTENT = "failed to load content"
+#: What the TS playback URL of an encrypted content answers (HTTP 500; the text is a guess).
+ENCRYPTED_TS = "encrypted content cannot be played as HTTP/TS, use HLS"
 CORRUPT_REPLY = b"HTTP/1.1 200 OK\r\nHTTP/1.1 200 OK\r\n"
 GARBAGE = b"<html><body><h1>502 Bad Gateway</h1>engine: upstream error</body></html>\n"
 HLS_WINDOW = 5
@@ -353,9 +355,13 @@ class EngineResource(resource.Resource):
         if content is not None:
             failed = engine.fault("failed_content", content)
             garbage = engine.fault("garbage_json", content)
+            refused = engine.fault("json_refused", content) if as_json and kind == "ts" else None
             if failed is not None:
                 engine.trigger(failed)
                 error = failed.params["message"]
+            elif refused is not None:
+                engine.trigger(refused)
+                error = refused.params["message"]
             elif garbage is not None:
                 engine.trigger(garbage)
                 self.counters.add("start_errors")
@@ -395,7 +401,7 @@ class EngineResource(resource.Resource):
             "infohash": content.infohash,
             "playback_session_id": session.playback_session_id,
             "is_live": 1,
-            "is_encrypted": 0,
+            "is_encrypted": int(engine.is_encrypted(content)),
             "client_session_id": client_session_id,
         })
         reply_json(request, {"response": response, "error": None})
@@ -458,6 +464,10 @@ class EngineResource(resource.Resource):
             engine.trigger(error)
             reply_text(request, error.params["status"], "playback error")
             return
+        if engine.is_encrypted(session.content):
+            self.counters.add("encrypted_refusals")
+            reply_text(request, 500, ENCRYPTED_TS)
+            return
         hold.session = session
         session.add_hold(hold)
         not_before = arrived
@@ -491,6 +501,10 @@ class EngineResource(resource.Resource):
             return
         session = await self._gated_session(request, hold, infohash, key, engine.find_session_by_key)
         if session is None:
+            return
+        if engine.is_encrypted(session.content):
+            self.counters.add("encrypted_refusals")
+            reply_text(request, 500, ENCRYPTED_TS)
             return
         if session.stream_reader is not None:
             self.counters.add("concurrent_reader_rejections")

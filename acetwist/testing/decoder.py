@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 #: lines (at any level) that report damaged input or a damaged picture
 CORRUPTION = re.compile(
     r"corrupt|concealing|non-existing PPS|decode_slice_header|missing picture|no frame|"
-    r"Continuity|invalid NAL|Invalid data|error while decoding|out of range",
+    r"Continuity check|invalid NAL|Invalid data|error while decoding|out of range",
     re.IGNORECASE,
 )
 _LEVEL = re.compile(r"\[(panic|fatal|error|warning|info)\] ")

@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Union
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from acetwist.engine_api import EngineSession, IEngine, IPlaybackReader, PlaybackEnd, Selector
+from acetwist.engine_api import HLS, TS, EngineSession, IEngine, IPlaybackReader, PlaybackEnd, Selector
 from acetwist.errors import EngineError, ErrorKind
 from acetwist.upstream import playback_error
 
@@ -30,8 +30,11 @@ class FakeReader:
     """
 
     def __init__(self, engine: "FakeEngine", url: str, on_data: Callable[[bytes], None],
-                 on_end: Callable[[PlaybackEnd], None], first_byte_timeout: float, idle_timeout: float = 0.0) -> None:
+                 on_end: Callable[[PlaybackEnd], None], first_byte_timeout: float, idle_timeout: float = 0.0,
+                 on_splice: Optional[Callable[[], None]] = None) -> None:
         self.engine = engine
+        #: set for a read of an HLS session (L{IEngine.read_hls})
+        self.on_splice = on_splice
         self.url = url
         self.on_data = on_data
         self.on_end = on_end
@@ -45,6 +48,12 @@ class FakeReader:
         assert not self.stopped, "a stopped or ended read gets no data"
         self.bytes_read += len(data)
         self.on_data(data)
+
+    def splice(self) -> None:
+        """An HLS read: the next segment does not continue the bytes fed so far (segments missed, a discontinuity)."""
+        assert self.on_splice is not None, "splice() is for a read of an HLS session"
+        assert not self.stopped, "a stopped or ended read does not splice"
+        self.on_splice()
 
     def end(self, reason: str = "cut", error: Union[EngineError, ErrorKind, None] = None) -> None:
         """End the read with C{error} (an L{EngineError}, or a kind made into one by L{engine_error})."""
@@ -109,21 +118,24 @@ class FakeEngine:
         self.opens.append(d)
         return d
 
-    def session(self, n: int, infohash: Optional[str] = None) -> EngineSession:
-        """The session the C{n}th JSON call gets (URLs on C{base_url}, C{pid-n})."""
+    def session(self, n: int, infohash: Optional[str] = None, format: str = TS) -> EngineSession:
+        """The session the C{n}th JSON call gets (URLs on C{base_url}, C{pid-n}); an HLS one has a playlist URL."""
+        ih = infohash or self.infohash
+        path = f"m/{ih}/{n:032x}.m3u8" if format == HLS else f"r/{ih}/{n:032x}"
         return EngineSession(
-            playback_url=f"{self.base_url}/ace/r/{infohash or self.infohash}/{n:032x}",
-            stat_url=f"{self.base_url}/ace/stat/{infohash or self.infohash}/{n:032x}",
-            command_url=f"{self.base_url}/ace/cmd/{infohash or self.infohash}/{n:032x}",
-            infohash=infohash or self.infohash,
+            playback_url=f"{self.base_url}/ace/{path}",
+            stat_url=f"{self.base_url}/ace/stat/{ih}/{n:032x}",
+            command_url=f"{self.base_url}/ace/cmd/{ih}/{n:032x}",
+            infohash=ih,
             playback_session_id=f"{n:040x}",
             pid=f"pid-{n}",
+            format=format,
         )
 
-    def answer(self, index: int = -1, infohash: Optional[str] = None) -> EngineSession:
-        """Complete the C{index}th JSON call with a (live) session."""
+    def answer(self, index: int = -1, infohash: Optional[str] = None, format: str = TS) -> EngineSession:
+        """Complete the C{index}th JSON call with a (live) session (of C{format} L{HLS}: content served only as HLS)."""
         n = index if index >= 0 else len(self.opens) + index
-        session = self.session(n, infohash)
+        session = self.session(n, infohash, format)
         self._live[session.pid] = session
         self.opens[n].callback(session)
         return session
@@ -156,6 +168,12 @@ class FakeEngine:
     def read(self, url: str, *, on_data: Callable[[bytes], None], on_end: Callable[[PlaybackEnd], None],
              first_byte_timeout: float, idle_timeout: float) -> FakeReader:
         reader = FakeReader(self, url, on_data, on_end, first_byte_timeout, idle_timeout)
+        self.readers.append(reader)
+        return reader
+
+    def read_hls(self, url: str, *, on_data: Callable[[bytes], None], on_splice: Callable[[], None],
+                 on_end: Callable[[PlaybackEnd], None], first_byte_timeout: float, idle_timeout: float) -> FakeReader:
+        reader = FakeReader(self, url, on_data, on_end, first_byte_timeout, idle_timeout, on_splice)
         self.readers.append(reader)
         return reader
 
