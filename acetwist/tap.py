@@ -6,14 +6,17 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional
 
-from twisted.application import strports
 from twisted.application.service import MultiService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from acetwist.config import OPTIONS, ConfigError, OptionSpec, Settings, env_name, resolve, with_backlog
+from acetwist.tls import forgo_tls, tls_reason
 
 if TYPE_CHECKING:
     from acetwist.reactor import IReactor
+
+log = Logger()
 
 
 def _help(spec: OptionSpec) -> str:
@@ -58,14 +61,22 @@ assert all(hasattr(Options, "opt_" + spec.name.replace("-", "_")) for spec in OP
 
 
 def makeService(options: Options, reactor: Optional[IReactor] = None) -> MultiService:
+    settings = options.settings
+    assert settings is not None
+    # Before the reactor and the endpoints are imported: they load pyOpenSSL when they can (acetwist.tls).
+    tls = tls_reason(settings.listen, (*settings.engines, settings.orchestrator))
+    if tls is not None:
+        log.info("TLS support loaded for {reason}", reason=tls)
+    elif forgo_tls():
+        log.info("TLS support not loaded: no https URL or ssl: listener is configured")
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    from twisted.application import strports
+
     from acetwist.service import ProxyService
 
-    settings = options.settings
-    assert settings is not None
     root = MultiService()
     proxy = ProxyService(settings, reactor)
     proxy.setServiceParent(root)

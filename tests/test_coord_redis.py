@@ -103,7 +103,7 @@ class RedisCoordinatorTests(RedisHarness, TestCase):
         [[_id, flat]] = self.server.command("XREVRANGE", key, "+", "-", "COUNT", 1)
         fields = dict(zip(flat[::2], flat[1::2]))
         expected = published[-1]
-        self.assertEqual(flat[::2], [b"data", b"keyframe", b"psi", b"epoch", b"seq", b"segment", b"created"])
+        self.assertEqual(flat[::2], [b"data", b"keyframe", b"psi", b"epoch", b"seq", b"segment", b"created", b"hls"])
         self.assertEqual((fields[b"data"], fields[b"psi"], fields[b"keyframe"]), (expected.data, expected.psi, b"0"))
         self.assertEqual((fields[b"epoch"], fields[b"seq"], fields[b"segment"]),
                          (str(lease.epoch).encode(), b"299", b"2"))

@@ -61,11 +61,13 @@ class HlsRouteTests(SynchronousTestCase):
     def uris(self, playlist: bytes) -> List[str]:
         return re.findall(r"^(/ace/hls/\S+)$", playlist.decode(), re.M)
 
-    def test_the_first_playlist_waits_for_a_segment_then_lists_it(self) -> None:
-        """A playlist request made before the channel has a segment is answered once one is cut."""
+    def test_the_first_playlist_waits_for_two_segments_then_lists_them(self) -> None:
+        """A playlist request made before the channel has two segments is answered once the second is cut."""
         pending = self.get(PLAYLIST)
         self.assertNoResult(pending)
         self.stream(4)
+        self.assertNoResult(pending)
+        self.stream(1)
         response, body = self.answer(pending)
         self.assertEqual(response.code, 200)
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/vnd.apple.mpegurl"])
@@ -75,7 +77,7 @@ class HlsRouteTests(SynchronousTestCase):
         self.assertTrue(text.startswith("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n"))
         self.assertIn("#EXTINF:2.000,", text)
         self.assertNotIn("#EXT-X-ENDLIST", text)
-        self.assertEqual(len(self.uris(body)), 1)
+        self.assertEqual(len(self.uris(body)), 2)
 
     def test_segments_are_served_whole_and_start_with_pat_pmt_and_a_keyframe(self) -> None:
         """Every listed segment answers video/mp2t with its length; its packets begin PAT, PMT, random access."""
@@ -99,7 +101,7 @@ class HlsRouteTests(SynchronousTestCase):
         """getstream and the playlist for the same content make one JSON call, and both get data."""
         player = self.get(f"/ace/getstream?id={ID}")
         viewer = self.get(PLAYLIST)
-        self.stream(3)
+        self.stream(5)
         response, body = self.answer(viewer)
         self.assertEqual(response.code, 200)
         self.assertEqual(self.engine.json_calls, 1)
@@ -121,7 +123,7 @@ class HlsRouteTests(SynchronousTestCase):
     def test_the_alias_path_and_bad_selectors(self) -> None:
         """/hls/manifest.m3u8 is the same playlist; a bad id is a JSON 400; POST is a 405."""
         pending = self.get(f"/hls/manifest.m3u8?id={ID}&pid=ignored")
-        self.stream(3)
+        self.stream(5)
         response, _ = self.answer(pending)
         self.assertEqual(response.code, 200)
         response, body = self.answer(self.get("/ace/manifest.m3u8?id=nothex"))
@@ -140,7 +142,7 @@ class HlsRouteTests(SynchronousTestCase):
     def test_unknown_tokens_and_segments_out_of_the_window_are_404(self) -> None:
         """A malformed token, a stream this proxy does not serve, and a segment long gone are JSON 404s."""
         pending = self.get(PLAYLIST)
-        self.stream(3)
+        self.stream(5)
         self.answer(pending)
         for _ in range(27):  # the viewer keeps fetching while the window slides
             self.stream(1)
@@ -156,7 +158,7 @@ class HlsRouteTests(SynchronousTestCase):
     def test_a_segment_being_cut_is_answered_once_it_is_complete(self) -> None:
         """A request for the next segment waits for it, then gets it."""
         pending = self.get(PLAYLIST)
-        self.stream(3)
+        self.stream(5)
         _, body = self.answer(pending)
         token, sequence = re.match(r"/ace/hls/(\w+)/(\d+)\.ts",  # type: ignore[union-attr]
                                    self.uris(body)[-1]).groups()
@@ -172,7 +174,7 @@ class HlsRouteTests(SynchronousTestCase):
         """With --token the playlist's URIs carry the token, and a segment without it is refused."""
         self.service.app.settings = self.service.app.hls.settings = self.settings.replace(token="s3cret")
         pending = self.get(PLAYLIST + "&token=s3cret")
-        self.stream(3)
+        self.stream(5)
         _, body = self.answer(pending)
         uri = self.uris(body)[0]
         self.assertTrue(uri.endswith("?token=s3cret"), uri)
@@ -182,7 +184,7 @@ class HlsRouteTests(SynchronousTestCase):
     def test_a_viewer_that_stops_fetching_leaves_then_the_grace_stops_the_session_once(self) -> None:
         """No request for --hls-idle removes the viewer; the grace then stops the engine session exactly once."""
         pending = self.get(PLAYLIST)
-        self.stream(3)
+        self.stream(5)
         self.answer(pending)
         channel = self.service.registry.channels()[0]
         for _ in range(5):  # keeps fetching: stays
@@ -201,7 +203,7 @@ class HlsRouteTests(SynchronousTestCase):
     def test_a_viewer_is_one_player_per_address_and_user_agent(self) -> None:
         """Repeated requests from one viewer are one player in /status, with kind, bytes and last request."""
         pending = self.get(PLAYLIST, headers={"User-Agent": "AppleCoreMedia/1.0"})
-        self.stream(3)
+        self.stream(5)
         self.answer(pending)
         self.answer(self.get(PLAYLIST, headers={"User-Agent": "AppleCoreMedia/1.0"}))
         self.answer(self.get(PLAYLIST, headers={"User-Agent": "VLC/3.0"}))

@@ -25,7 +25,6 @@ import random
 import zlib
 from typing import Any, Callable, List, Optional, Protocol, Set, cast
 
-import txredisapi
 from twisted.application.internet import ClientService
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -45,6 +44,10 @@ from twisted.python.failure import Failure
 from acetwist.coord.base import CoordinatorUnavailable
 from acetwist.coord.settings import RedisSettings
 from acetwist.deferreds import observe
+from acetwist.tls import import_txredisapi
+
+# with TLS forgone, txredisapi's top-level TLS imports are answered by stand-ins (acetwist.tls)
+txredisapi = import_txredisapi()
 
 log = Logger()
 

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from acetwist.channel import Channel
     from acetwist.registry import Registry
 
+#: segments a channel has before its first playlist is answered
+FIRST_PLAYLIST_SEGMENTS = 2
+
 _KINDS = {"c": "id", "h": "infohash"}
 _TOKEN = re.compile(r"([ch])([0-9a-f]{40})")
 
@@ -66,9 +69,9 @@ class HlsFrontend:
 
     @property
     def first_segment_timeout(self) -> float:
-        """How long a first playlist request waits: the engine's deadlines, then two segments' time."""
+        """How long a first playlist request waits: the engine's deadlines, then three segments' time."""
         settings = self.settings
-        return settings.json_timeout + settings.first_byte_timeout + 3 * settings.hls_segment
+        return settings.json_timeout + settings.first_byte_timeout + 4 * settings.hls_segment
 
     @property
     def segment_timeout(self) -> float:
@@ -81,7 +84,7 @@ class HlsFrontend:
     # ------------------------------------------------------------ requests
 
     def playlist(self, request: Request, selector: Selector, credential: bytes) -> "Deferred[bytes]":
-        """The live playlist of C{selector}'s channel, once it has a segment. Raises L{EngineError}."""
+        """The live playlist of C{selector}'s channel, once it has two segments. Raises L{EngineError}."""
         channel = self.registry.channel_for(selector)
         viewer = self._viewer(channel, request)
         hls = channel.hls
@@ -97,7 +100,10 @@ class HlsFrontend:
             self.playlists += 1
             return body
 
-        waiting = viewer.wait(lambda: hls.newest is not None, self.first_segment_timeout, "HLS segment")
+        # two segments before the first answer: with one, hls.js stalls at once and GStreamer 1.22's
+        # hlsdemux2 cannot match the next playlist to it (its sync loop never looks at index 0)
+        wanted = min(FIRST_PLAYLIST_SEGMENTS, self.settings.hls_window)
+        waiting = viewer.wait(lambda: len(hls.segments) >= wanted, self.first_segment_timeout, "HLS segment")
         return waiting.addCallback(render)
 
     def segment(self, request: Request, token: str, sequence: int) -> "Deferred[Segment]":

@@ -146,12 +146,12 @@ def _args(request: server.Request) -> Dict[str, str]:
 
 
 def base_url(request: server.Request) -> str:
-    """C{http://<Host header>}, or the local address when the header is missing or odd."""
+    """C{http://<Host header>} (C{https} over TLS), or the local address when the header is missing or odd."""
     host = (request.getHeader("host") or "").strip()
     if not _HOST.fullmatch(host):
         address = request.getHost()
         host = f"{getattr(address, 'host', '127.0.0.1')}:{getattr(address, 'port', 6878)}"
-    return f"http://{host}"
+    return f"{'https' if request.isSecure() else 'http'}://{host}"
 
 
 class EngineResource(resource.Resource):

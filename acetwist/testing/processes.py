@@ -52,9 +52,11 @@ class ProcessWorker:
     with C{(exit code, signal)}.
     """
 
-    def __init__(self, reactor: IReactor, name: str, *options: str) -> None:
+    def __init__(self, reactor: IReactor, name: str, *options: str, env: Optional[Dict[str, str]] = None) -> None:
         self.reactor = reactor
         self.name = name
+        #: environment variables added to this process's own (e.g. C{SSL_CERT_FILE})
+        self.env = dict(env or {})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.options = options
@@ -80,7 +82,7 @@ class ProcessWorker:
                 assert isinstance(status, (ProcessDone, ProcessTerminated))
                 worker.ended.callback((status.exitCode, status.signal))
 
-        env = dict(os.environ, PYTHONPATH=repo_root() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(os.environ, PYTHONPATH=repo_root() + os.pathsep + os.environ.get("PYTHONPATH", ""), **self.env)
         argv = twistd_command("acestream-proxy", "--listen", f"tcp:{self.port}:interface=127.0.0.1",
                               "--worker-id", self.name, *self.options)
         self.process = self.reactor.spawnProcess(Watch(), argv[0], argv, env=env, path=repo_root())
