@@ -68,6 +68,28 @@ class BlockHistory:
             return None
         return self._blocks[self._keyframe_seqs[-1]]
 
+    def keyframe_back(self, created_by: float) -> Optional[Block]:
+        """
+        Where a joiner with a backlog starts: the newest kept keyframe block
+        cut at or before C{created_by}, else the oldest kept keyframe block.
+        Only keyframes of the newest keyframe's segment count: a backlog never
+        reaches back across a discontinuity. None when no keyframe is kept.
+        """
+        seqs = self._keyframe_seqs
+        if not seqs:
+            return None
+        chosen = self._blocks[seqs[-1]]
+        segment = chosen.segment
+        # newest first; a few per GOP in the ring, and no reliance on the clock never going back
+        for seq in reversed(seqs):
+            block = self._blocks[seq]
+            if block.segment != segment:
+                break
+            chosen = block
+            if block.created <= created_by:
+                break
+        return chosen
+
     def next_keyframe(self, from_seq: int) -> Optional[Block]:
         """The first kept keyframe block with C{seq >= from_seq}."""
         seqs = self._keyframe_seqs

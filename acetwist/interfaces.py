@@ -181,11 +181,15 @@ class ICoordinator(Interface):
         stream_key: str,
         on_block: Callable[[Block, int], None],
         from_start: bool = False,
+        backlog: float = 0.0,
     ) -> IFollower:
         """
         Deliver blocks mirrored for C{stream_key} to C{on_block(block, epoch)}
         as they are published, starting at the newest keyframe block (or the
-        oldest mirrored block if C{from_start}). Blocks from an epoch lower
+        oldest mirrored block if C{from_start}); with a C{backlog}, at the
+        newest keyframe block created at least that many seconds before the
+        newest block (publisher's clock; else the oldest keyframe block of the
+        newest keyframe's epoch and segment). Blocks from an epoch lower
         than the highest one already delivered are never delivered. The
         delivered blocks' C{seq} and C{segment} are the publisher's; the
         follower re-numbers them into its own ring.

@@ -104,6 +104,7 @@ class ProxyService(Service):
             max_lag_bytes=self.settings.client_max_lag,
             stall_timeout=self.settings.client_stall_timeout,
             write_batch=self.settings.write_batch,
+            join_backlog=self.settings.join_backlog,
             on_close=on_close,
         )
 

@@ -10,7 +10,9 @@ C{max_lag_bytes} by skipping ahead to the newest keyframe. Nothing a sink does
 slows the ring or any other sink.
 
 Lifecycle: L{ClientSink.start} registers the producer and positions the cursor
-at the newest keyframe (or waits for the first one); the channel calls
+at the newest keyframe at least C{join_backlog} seconds old (or the oldest
+kept; or waits for the first one), so that a player's demuxer gets that much
+stream at link speed and starts at once; the channel calls
 L{ClientSink.wake} after every new block; the route returns
 L{ClientSink.done}, which fires C{None} on L{ClientSink.finish}, errbacks on
 L{ClientSink.fail} before the first byte, and whose cancellation (Klein's
@@ -82,6 +84,7 @@ class ClientSink:
         max_lag_bytes: int = 16 * 1024 * 1024,
         stall_timeout: float = 20.0,
         write_batch: int = 256 * 1024,
+        join_backlog: float = 0.0,
         on_close: Callable[["ClientSink", str], None] = _ignore,
     ) -> None:
         self.request = request
@@ -90,6 +93,7 @@ class ClientSink:
         self.max_lag_bytes = max_lag_bytes
         self.stall_timeout = stall_timeout
         self.write_batch = write_batch
+        self.join_backlog = join_backlog
         self.on_close = on_close
         self.done: Deferred[None] = Deferred(self._cancelled)
 
@@ -103,6 +107,9 @@ class ClientSink:
 
         self._cursor: Optional[int] = None  # next seq to send; None until start()
         self._want_keyframe = True  # the next thing sent must be a keyframe block with its psi
+        # what the sink was placed behind the newest block (its backlog), less what it has caught up
+        # since: not lag (the lag bound counts only what comes on top of it)
+        self._allowance = 0
         self._segment: Optional[int] = None  # segment of the last block sent
         self._registered = False
         self._watching = False
@@ -128,8 +135,9 @@ class ClientSink:
     def start(self) -> None:
         """
         Register as the request's streaming producer and begin at the newest
-        keyframe block (or at the first keyframe block still to come).
-        Calling it again (after L{rebind}) re-positions without registering twice.
+        keyframe block at least C{join_backlog} old (see L{_position}), or at
+        the first keyframe block still to come. Calling it again (after
+        L{rebind}) re-positions without registering twice.
         """
         if self.closed:
             return
@@ -146,7 +154,11 @@ class ClientSink:
         self._drain()
 
     def rebind(self, ring: TSRing, on_close: Callable[["ClientSink", str], None]) -> None:
-        """Follow another channel's ring from now on (its newest keyframe), reporting the close there."""
+        """
+        Follow another channel's ring from now on, reporting the close there:
+        at its newest keyframe once the player has data (no backlog twice),
+        else as a new player.
+        """
         self.ring = ring
         self.on_close = on_close
         if self._cursor is not None:
@@ -236,17 +248,36 @@ class ClientSink:
     # ------------------------------------------------------------ internals
 
     def _position(self) -> None:
-        keyframe = self.ring.latest_keyframe()
-        self._cursor = keyframe.seq if keyframe is not None else self.ring.next_seq
+        """
+        A player without data starts C{join_backlog} back (L{TSRing.keyframe_back});
+        one with data (a rebind) at the newest keyframe, since the backlog would
+        repeat what it has had. A backlog (what lies between the cursor and the
+        newest block then) is the player's allowance, not lag.
+        """
+        ring = self.ring
+        backlog = self.join_backlog > 0 and not self.started
+        if backlog:
+            keyframe = ring.keyframe_back(self.clock.seconds() - self.join_backlog)
+        else:
+            keyframe = ring.latest_keyframe()
+        self._cursor = keyframe.seq if keyframe is not None else ring.next_seq
         self._want_keyframe = True
+        self._allowance = ring.bytes_from(self._cursor) if backlog else 0
 
     def _check_lag(self) -> None:
-        """Past the lag bound, or evicted, jump to the newest keyframe (a counted skip once the player has data)."""
+        """
+        Past the lag bound (on top of the backlog still being caught up), or
+        evicted, jump to the newest keyframe (a counted skip once the player
+        has data).
+        """
         assert self._cursor is not None
         ring = self.ring
         cursor = self._cursor
         evicted = cursor < ring.first_seq
-        if not evicted and ring.bytes_from(cursor) <= self.max_lag_bytes:
+        lag = ring.bytes_from(cursor)
+        if lag < self._allowance:
+            self._allowance = lag  # caught up that far: falling back again is lag
+        if not evicted and lag <= self.max_lag_bytes + self._allowance:
             return
         if self._want_keyframe and ring.next_keyframe(cursor) is None:
             return  # waiting for a keyframe anyway: everything before it is skipped, nothing is lost
@@ -257,9 +288,10 @@ class ClientSink:
             target = ring.next_seq  # nothing to restart from yet: wait for the next keyframe
         else:
             return  # behind, but no newer keyframe to jump to
-        lost = ring.bytes_from(cursor) - ring.bytes_from(target)
+        lost = lag - ring.bytes_from(target)
         self._cursor = target
         self._want_keyframe = True
+        self._allowance = 0
         if self.started:
             self.skips += 1
             self.log.info(

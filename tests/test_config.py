@@ -94,6 +94,21 @@ class LimitsTests(SynchronousTestCase):
                       {"grace": "nan"}):
             self.assertRaises(ConfigError, resolve, flags, {})
 
+    def test_join_backlog_must_fit_in_the_ring(self) -> None:
+        """A --join-backlog not shorter than --ring-seconds is refused at start, naming both options."""
+        for flags in ({"join-backlog": "10"}, {"join-backlog": "4", "ring-seconds": "3"}):
+            with self.assertRaises(ConfigError) as caught:
+                resolve(flags, {})
+            self.assertIn("--join-backlog", str(caught.exception))
+            self.assertIn("--ring-seconds", str(caught.exception))
+        self.assertEqual(resolve({"join-backlog": "9.5"}, {}).join_backlog, 9.5)
+        self.assertEqual(resolve({}, {"ACETWIST_JOIN_BACKLOG": "0"}).join_backlog, 0.0)
+
+    def test_default_join_backlog_adapts_to_a_short_ring(self) -> None:
+        """The default backlog is 5 s, or half of --ring-seconds when that is shorter (a short ring still starts)."""
+        self.assertEqual(resolve({}, {}).join_backlog, 5.0)
+        self.assertEqual(resolve({"ring-seconds": "4"}, {}).join_backlog, 2.0)
+
     def test_acexy_ipv6_engine_host_is_bracketed(self) -> None:
         """ACEXY_HOST=::1 builds a valid engine URL."""
         self.assertEqual(resolve({}, {"ACEXY_HOST": "::1"}).engine, "http://[::1]:6878")

@@ -303,6 +303,40 @@ class CoordinatorContract:
         self.assertEqual([b for b, _ in got.items], published)
 
     @inlineCallbacks
+    def test_follow_with_a_backlog_starts_that_far_back(self) -> Any:
+        """A follower with a backlog starts at the newest keyframe block created at least that long before the newest block (the publisher's clock)."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        lease = yield a.claim("s")
+        for p in [block(0, True), block(1), block(2, True), block(3), block(4, True), block(5), block(6)]:
+            a.publish("s", lease, p)  # created one second apart
+        yield self.wait(0.05)
+        runs = {}
+        for backlog in (3.0, 2.0, 10.0, 0.0):
+            got = Received()
+            follower = b.follow("s", got, backlog=backlog)
+            self.addCleanup(follower.stop)
+            yield self.until(lambda: 6 in got.seqs)
+            runs[backlog] = got.seqs
+        self.assertEqual(runs, {3.0: [2, 3, 4, 5, 6], 2.0: [4, 5, 6], 10.0: [0, 1, 2, 3, 4, 5, 6], 0.0: [4, 5, 6]})
+
+    @inlineCallbacks
+    def test_follow_backlog_stays_in_the_newest_keyframes_segment(self) -> Any:
+        """A follower's backlog does not reach back past a change of segment before the newest keyframe."""
+        a = yield self.make("a")
+        b = yield self.make("b")
+        lease = yield a.claim("s")
+        for p in [block(0, True), block(1), block(2, True, segment=1), block(3, segment=1), block(4, True, segment=1),
+                  block(5, segment=1)]:
+            a.publish("s", lease, p)
+        yield self.wait(0.05)
+        got = Received()
+        follower = b.follow("s", got, backlog=10.0)
+        self.addCleanup(follower.stop)
+        yield self.until(lambda: 5 in got.seqs)
+        self.assertEqual(got.seqs, [2, 3, 4, 5])
+
+    @inlineCallbacks
     def test_follow_before_anything_is_published_waits_for_a_keyframe(self) -> Any:
         """A follower of an empty mirror delivers nothing before the first keyframe block, then everything."""
         a = yield self.make("a")

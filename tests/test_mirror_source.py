@@ -49,6 +49,19 @@ class MirrorSourceTests(SynchronousTestCase):
         follower.on_block(Block(3, gop(0), True, b"", 0, 0.0), 7)
         self.assertEqual(len(self.ring), 0)
 
+    def test_a_fresh_follower_asks_for_the_join_backlog_a_demoted_owner_does_not(self) -> None:
+        """An empty ring follows the mirror from the join backlog back; a ring that already had blocks from the newest keyframe."""
+        ring = TSRing(self.clock, block_size=64 * 1024, flush_interval=0.05, max_seconds=10, max_bytes=1 << 24)
+        fresh = MirrorSource(MirrorCore(KEY, self.coordinator, ring, on_bytes=self.received.append, join_backlog=5.0))
+        fresh.start()
+        self.assertEqual(self.coordinator.followers[-1].backlog, 5.0)
+        fresh.stop()
+        ring.feed(gop(0))
+        ring.flush()
+        again = MirrorSource(MirrorCore(KEY, self.coordinator, ring, on_bytes=self.received.append, join_backlog=5.0))
+        again.start()
+        self.assertEqual(self.coordinator.followers[-1].backlog, 0.0)
+
 
 class OwnerWatchTests(SynchronousTestCase):
     def setUp(self) -> None:

@@ -20,7 +20,7 @@ from zope.interface.verify import verifyObject
 from acetwist import ts
 from acetwist.ring import TSRing
 from acetwist.sink import ClientSink
-from tests.test_ring import Stream
+from tests.test_ring import AUDIO, VIDEO, Stream
 
 P = ts.PACKET_SIZE
 BLOCK = 10 * P
@@ -485,3 +485,174 @@ class RebindTests(SinkTestCase):
         self.assertEqual(player.body(), gop + more)
         player.disconnect()
         self.assertEqual((other_closes, self.closes), (["gone"], []))
+
+
+def serials(body: bytes) -> List[int]:
+    """The serial numbers of a test Stream's video and audio packets in C{body}, in order (PAT/PMT left out)."""
+    out = []
+    for packet in ts.split_packets(body):
+        if ts.packet_pid(packet) in (VIDEO, AUDIO):
+            out.append(int.from_bytes(ts.payload(packet)[:4], "big"))
+    return out
+
+
+class BacklogTests(SinkTestCase):
+    """--join-backlog: a new player starts that far back and catches up at link speed."""
+
+    def feed_gops(self, count: int, stream: Optional[Stream] = None) -> None:
+        """One GOP a second: keyframe blocks cut at clock times 0, 1, 2... from now on."""
+        for _ in range(count):
+            self.feed((stream or self.stream).gop(30))
+            self.clock.advance(1)
+
+    def since(self, keyframe: Any) -> bytes:
+        """What a player positioned at C{keyframe} gets: its psi, then every block from it."""
+        return keyframe.psi + b"".join(self.ring.get(s).data for s in range(keyframe.seq, self.ring.next_seq))  # type: ignore[union-attr]
+
+    def keyframes(self) -> List[Any]:
+        return [b for b in (self.ring.get(s) for s in range(self.ring.first_seq, self.ring.next_seq)) if b and b.keyframe]
+
+    def assertNoRepeat(self, body: bytes) -> None:
+        numbers = serials(body)
+        self.assertEqual(numbers, sorted(set(numbers)), "a packet was sent twice or out of order")
+
+    def test_joiner_starts_at_the_newest_keyframe_at_least_the_backlog_old(self) -> None:
+        """With GOPs cut at 0..7 s and a 3 s backlog at 8 s, a joiner gets the keyframe cut at 5 s, with psi, and everything after it."""
+        self.feed_gops(8)
+        sink, player = self.add(join_backlog=3)
+        start = next(k for k in self.keyframes() if k.created == 5.0)
+        self.assertEqual(player.body(), self.since(start))
+        check(self, player.body())
+        self.assertEqual(sink.lag_bytes, 0)
+
+    def test_a_backlog_between_keyframes_goes_back_to_the_one_before(self) -> None:
+        """A 2.5 s backlog at 8 s starts at the keyframe cut at 5 s (the newest at least 2.5 s old), not at 6 s."""
+        self.feed_gops(8)
+        _, player = self.add(join_backlog=2.5)
+        start = next(k for k in self.keyframes() if k.created == 5.0)
+        self.assertEqual(player.body(), self.since(start))
+
+    def test_short_ring_starts_at_its_oldest_keyframe(self) -> None:
+        """A backlog longer than the ring holds starts at the oldest keyframe the ring still holds."""
+        self.ring = TSRing(self.clock, block_size=BLOCK, max_seconds=4, on_block=self._on_block)
+        self.feed_gops(10)
+        _, player = self.add(join_backlog=8)
+        oldest = self.keyframes()[0]
+        self.assertGreater(oldest.created, self.clock.seconds() - 8)
+        self.assertEqual(player.body(), self.since(oldest))
+        check(self, player.body())
+
+    def test_no_keyframe_yet_waits_for_the_first(self) -> None:
+        """With no keyframe in the ring, a joiner with a backlog waits for the first keyframe like any other."""
+        self.feed(self.stream.filler(25))
+        self.clock.advance(3)
+        sink, player = self.add(join_backlog=5)
+        self.assertEqual(player.transport.value(), b"")
+        gop = self.stream.gop(30)
+        self.feed(gop)
+        self.assertEqual(player.body(), gop)
+        check(self, player.body())
+
+    def test_backlog_does_not_reach_back_across_a_discontinuity(self) -> None:
+        """After the upstream was replaced, the backlog starts no earlier than the new segment's first keyframe."""
+        self.feed_gops(5)
+        self.ring.discontinuity()
+        new = Stream()
+        self.feed(new.filler(5))
+        self.feed_gops(3, new)
+        _, player = self.add(join_backlog=5)
+        first_new = next(k for k in self.keyframes() if k.segment == 1)
+        self.assertEqual(first_new.created, 5.0)
+        self.assertEqual(player.body(), self.since(first_new))
+        check(self, player.body())
+
+    def test_new_segment_without_a_keyframe_keeps_the_old_segments_backlog(self) -> None:
+        """When the new segment has no keyframe yet, the backlog comes from the old one, and the player then waits for the new keyframe."""
+        self.feed_gops(5)
+        old_start = next(k for k in self.keyframes() if k.created == 2.0)
+        old_part = self.since(old_start)
+        self.ring.discontinuity()
+        new = Stream()
+        self.feed(new.filler(15))
+        _, player = self.add(join_backlog=3)
+        self.assertEqual(player.body(), old_part)
+        gop = new.gop(30)
+        self.feed(gop)
+        self.assertEqual(player.body(), old_part + gop)
+
+    def test_backlog_past_max_lag_is_not_lag(self) -> None:
+        """A backlog far larger than max_lag_bytes, delivered to a player whose socket keeps filling, causes no skip."""
+        self.feed_gops(8)
+        player = Player(self.clock)
+        player.transport.pause_after = 1
+        sink, _ = self.add(player, join_backlog=5, max_lag_bytes=20 * P, write_batch=BLOCK)
+        self.assertTrue(sink.paused)
+        self.assertGreater(sink.lag_bytes, 5 * 20 * P)
+        self.feed(self.stream.filler(10))  # live data arrives while it is paused
+        for _ in range(50):
+            if not sink.paused:
+                break
+            player.transport.pause_after = len(player.transport.value()) + 1
+            player.resume()
+        self.assertEqual(sink.skips, 0)
+        start = next(k for k in self.keyframes() if k.created == 3.0)
+        self.assertEqual(player.body(), self.since(start))
+        check(self, player.body())
+
+    def test_falling_behind_after_catching_up_is_lag_again(self) -> None:
+        """Once the backlog is delivered, falling max_lag_bytes behind skips to the newest keyframe, and nothing is sent twice."""
+        self.feed_gops(8)
+        sink, player = self.add(join_backlog=5, max_lag_bytes=40 * P)
+        self.assertEqual(sink.lag_bytes, 0)
+        player.pause()
+        self.feed_gops(2)
+        self.assertEqual(sink.skips, 1)
+        player.resume()
+        self.assertEqual(player.body()[-len(self.since_latest_keyframe()):], self.since_latest_keyframe())
+        self.assertNoRepeat(player.body())
+
+    def test_falling_behind_while_catching_up_skips_past_max_lag_on_top_of_the_backlog(self) -> None:
+        """A player stuck during its backlog skips once live data beyond the backlog exceeds max_lag_bytes, to the newest keyframe, never backwards."""
+        self.feed_gops(8)
+        player = Player(self.clock)
+        player.transport.pause_after = 1
+        sink, _ = self.add(player, join_backlog=5, max_lag_bytes=40 * P, write_batch=BLOCK)
+        self.feed(self.stream.filler(30))  # 30 packets past the backlog: within the bound
+        self.assertEqual(sink.skips, 0)
+        self.feed_gops(1)  # 60 packets past it
+        self.assertEqual(sink.skips, 1)
+        player.resume()
+        self.assertEqual(player.body()[-len(self.since_latest_keyframe()):], self.since_latest_keyframe())
+        self.assertNoRepeat(player.body())
+
+    def test_rebind_of_a_player_with_data_starts_at_the_newest_keyframe(self) -> None:
+        """A player that has data, handed to another channel's ring, continues at its newest keyframe, not at its backlog."""
+        self.feed_gops(8)
+        sink, player = self.add(join_backlog=5)
+        sent = len(player.body())
+        other_stream = Stream()
+        other = TSRing(self.clock, block_size=BLOCK, on_block=lambda block: sink.wake())
+        self.ring = other
+        self.feed_gops(8, other_stream)
+        sink.rebind(other, lambda s, reason: None)
+        sink.start()  # the other channel's add_client
+        self.assertEqual(player.body()[sent:], self.since_latest_keyframe())
+        self.assertEqual(sink.skips, 0)
+
+    def test_rebind_of_a_waiting_player_gives_it_the_backlog_there(self) -> None:
+        """A player that has no data yet, handed to another channel's ring, gets that ring's backlog."""
+        sink, player = self.add(join_backlog=3)
+        other = TSRing(self.clock, block_size=BLOCK, on_block=lambda block: sink.wake())
+        self.ring = other
+        self.feed_gops(8)
+        sink.rebind(other, lambda s, reason: None)
+        sink.start()
+        start = next(k for k in self.keyframes() if k.created == 5.0)
+        self.assertEqual(player.body(), self.since(start))
+        self.assertNoRepeat(player.body())
+
+    def test_zero_backlog_starts_at_the_newest_keyframe(self) -> None:
+        """join_backlog 0 is the behaviour without a backlog: the newest keyframe."""
+        self.feed_gops(8)
+        _, player = self.add(join_backlog=0)
+        self.assertEqual(player.body(), self.since_latest_keyframe())

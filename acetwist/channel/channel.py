@@ -273,7 +273,8 @@ class Channel:
 
     def _follow(self, lifecycle: Lifecycle) -> Following:
         source = MirrorSource(MirrorCore(self.key, self.coordinator, self.ring, on_bytes=weakly(self._mirrored),
-                                         from_start=self.replay_mirror and not self.bytes_in))
+                                         from_start=self.replay_mirror and not self.bytes_in,
+                                         join_backlog=self.settings.join_backlog))
         watch = OwnerWatch(
             WatchCore(self.key, self.coordinator, self.clock, interval=min(max(self.settings.lease / 2, 0.05), 1.0),
                       patience=self.settings.lease / 3 + self.coordinator.reclaim_margin,

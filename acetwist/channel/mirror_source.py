@@ -38,6 +38,8 @@ class MirrorCore:
     on_bytes: Callable[[int], None]
     #: replay the mirror's history (from its oldest block), not just from its newest keyframe
     from_start: bool = False
+    #: a fresh follower's ring starts this far back in the mirror (the players' join backlog)
+    join_backlog: float = 0.0
     phase: str = "starting"
     epoch: Optional[int] = None
     log: Logger = field(default_factory=Logger)
@@ -56,9 +58,13 @@ def _build_mirror() -> Callable[[MirrorCore], _MirrorInputs]:
     def subscribe(m: _MirrorInputs, s: MirrorCore) -> _Following:
         # a new upstream: players resume at the next keyframe
         s.ring.flush()
+        # an empty ring takes the mirror's backlog, so the players waiting on it start fast; a ring
+        # that had blocks (a demoted owner) goes on from the newest keyframe, so nothing repeats
+        backlog = s.join_backlog if s.ring.next_seq == 0 else 0.0
         s.ring.discontinuity()
         s.log.info("{key}: following the owner's mirror", key=s.key)
-        return _Following(s.coordinator.follow(s.key, weakly(m._block), from_start=s.from_start))
+        return _Following(s.coordinator.follow(s.key, weakly(m._block), from_start=s.from_start,
+                                               backlog=backlog))
 
     idle = machine.state("Idle")
     following = machine.state("Following", subscribe)

@@ -114,8 +114,13 @@ OPTIONS: List[OptionSpec] = [
                "Size of the blocks the stream is cut into (whole packets); larger blocks cost less CPU per byte."),
     OptionSpec("block-flush", "50ms", _positive(parse_duration),
                "A partial block is sent after this long, so low bitrates are not delayed."),
+    OptionSpec("join-backlog", "5", parse_duration,
+               "A new player starts at the newest keyframe at least this far back in the ring and gets that"
+               " backlog at link speed, so its decoder starts at once; it then plays that much behind live"
+               " (0: start at the newest keyframe). Less than --ring-seconds; the default is at most half of it."),
     OptionSpec("client-max-lag", "16MiB", parse_size,
-               "A player further behind than this skips to the newest keyframe (counted)."),
+               "A player further behind than this (on top of the join backlog it is catching up on) skips to the"
+               " newest keyframe (counted)."),
     OptionSpec("client-stall-timeout", "20", _positive(parse_duration),
                "A player that accepts no data for this long is disconnected."),
     OptionSpec("write-batch", "256KiB", parse_size, "Largest single write to a player's socket."),

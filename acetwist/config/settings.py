@@ -54,6 +54,7 @@ class Settings:
     ring_bytes: int
     block_size: int
     block_flush: float
+    join_backlog: float
     client_max_lag: int
     client_stall_timeout: float
     write_batch: int
@@ -150,9 +151,17 @@ def resolve(flags: Mapping[str, Optional[str]], environ: Mapping[str, str]) -> S
         engines = ()  # acexy's ACEXY_HOST/PORT/SCHEME are ignored: the orchestrator lists the engines
     values["engine"] = engines[0] if engines else _default_engine()
     values["engines"] = engines
+    if "join-backlog" not in given:
+        # the default adapts to a short ring rather than refusing a configuration that worked before it
+        values["join_backlog"] = min(_float(values["join_backlog"]), _float(values["ring_seconds"]) / 2)
     settings = Settings(**values)  # type: ignore[arg-type]
     _check_together(settings, frozenset(given))
     return settings
+
+
+def _float(value: object) -> float:
+    assert isinstance(value, float)
+    return value
 
 
 def _default_engine() -> str:
@@ -178,6 +187,11 @@ def _check_together(settings: "Settings", given: FrozenSet[str] = frozenset()) -
         problems.append("--block-size must hold at least one 188-byte packet")
     if settings.ring_bytes < 4 * settings.block_size:
         problems.append("--ring-bytes must hold at least four blocks (4 x --block-size)")
+    if settings.join_backlog >= settings.ring_seconds:
+        problems.append(
+            f"--join-backlog ({settings.join_backlog:g} s) must be less than --ring-seconds"
+            f" ({settings.ring_seconds:g} s): the ring holds the backlog and the keyframe before it"
+            " (raise --ring-seconds, or lower --join-backlog; 0 turns it off)")
     if settings.client_max_lag < settings.block_size:
         problems.append("--client-max-lag must be at least one block (--block-size)")
     if not 0.5 <= settings.hls_segment <= 30:

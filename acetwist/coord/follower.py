@@ -39,13 +39,15 @@ class RedisFollower:
     Reads one stream's mirror with blocking C{XREAD} on its own connection
     and hands the blocks the L{FollowGate} admits to C{on_block}. Reconnects
     by itself; after a reconnection it resumes after the last entry it read
-    if that entry is still in the mirror, else at the newest keyframe.
+    if that entry is still in the mirror, else at the newest keyframe. It
+    first starts C{backlog} s back (see C{ICoordinator.follow}); never a
+    reposition, which would repeat what was delivered.
     C{on_stop(follower, closed)} is called once, when it is stopped.
     """
 
     def __init__(self, settings: RedisSettings, reactor: IReactorTime, stream_key: str, mirror_key: str,
                  on_block: Callable[[Block, int], None], from_start: bool,
-                 on_stop: Callable[["RedisFollower", Deferred[None]], None]) -> None:
+                 on_stop: Callable[["RedisFollower", Deferred[None]], None], backlog: float = 0.0) -> None:
         self.settings = settings
         self.reactor = reactor
         self.stream_key = stream_key
@@ -53,6 +55,7 @@ class RedisFollower:
         self.on_block = on_block
         self.on_stop = on_stop
         self.from_start = from_start
+        self.backlog = backlog
         self.gate = FollowGate(need_keyframe=not from_start)
         self.last_id: Optional[bytes] = None
         self.stopped = False
@@ -108,6 +111,7 @@ class RedisFollower:
         reply = yield self._link.send(conn, *FOLLOW_START(
             mirror_key=self.mirror_key, last_id=self.last_id or b"", page_size=16,
             scan_limit=max(self.settings.mirror_maxlen * 2, 64),
+            backlog=repr(self.backlog if self.last_id is None else 0.0),
         ))
         how, entry_id = reply[0], reply[1]
         if how == b"resume":

@@ -181,9 +181,11 @@ class MemoryCoordinator:
             follower.pump()
 
     def follow(
-        self, stream_key: str, on_block: Callable[[Block, int], None], from_start: bool = False
+        self, stream_key: str, on_block: Callable[[Block, int], None], from_start: bool = False,
+        backlog: float = 0.0,
     ) -> MemoryFollower:
-        follower = MemoryFollower(self.cluster, stream_key, on_block, from_start, self._followers.discard)
+        follower = MemoryFollower(self.cluster, stream_key, on_block, from_start, self._followers.discard,
+                                  backlog=backlog)
         self.cluster.followers.setdefault(stream_key, set()).add(follower)
         self._followers.add(follower)
         return follower

@@ -106,6 +106,25 @@ class MemoryCluster:
             del self.streams[key]
 
 
+def backlog_start(entries: List[Tuple[int, Block, int]], backlog: float) -> Optional[int]:
+    """
+    The id of the newest keyframe entry created at least C{backlog} s before
+    the newest entry, else of the oldest keyframe entry of the newest
+    keyframe's epoch and segment; None without a keyframe (FOLLOW_START in Redis).
+    """
+    newest_created = entries[-1][1].created
+    found: Optional[int] = None
+    run: Optional[Tuple[int, int]] = None
+    for entry_id, block, epoch in reversed(entries):
+        if run is not None and (epoch, block.segment) != run:
+            break
+        if block.keyframe:
+            found, run = entry_id, (epoch, block.segment)
+            if backlog <= 0 or newest_created - block.created >= backlog:
+                break
+    return found
+
+
 @implementer(IFollower)
 class MemoryFollower:
     """A subscription to one stream's mirror in a L{MemoryCluster}."""
@@ -117,12 +136,14 @@ class MemoryFollower:
         on_block: Callable[[Block, int], None],
         from_start: bool,
         on_stop: Optional[Callable[["MemoryFollower"], None]] = None,
+        backlog: float = 0.0,
     ) -> None:
         self.cluster = cluster
         self.on_stop = on_stop
         self.stream_key = stream_key
         self.on_block = on_block
         self.from_start = from_start
+        self.backlog = backlog
         self.gate = FollowGate(need_keyframe=not from_start)
         self.cursor: Optional[int] = None
         self.stopped = False
@@ -136,11 +157,8 @@ class MemoryFollower:
         if self.from_start or not entries:
             self.cursor = 0
             return
-        for entry_id, block, _ in reversed(entries):
-            if block.keyframe:
-                self.cursor = entry_id - 1
-                return
-        self.cursor = entries[-1][0]
+        start = backlog_start(entries, self.backlog)
+        self.cursor = start - 1 if start is not None else entries[-1][0]
 
     def _first_pump(self) -> None:
         self._scheduled = None

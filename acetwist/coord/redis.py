@@ -288,9 +288,9 @@ class RedisCoordinator:
             self._commands.count("publish_fenced")
 
     def follow(self, stream_key: str, on_block: Callable[[Block, int], None],
-               from_start: bool = False) -> RedisFollower:
+               from_start: bool = False, backlog: float = 0.0) -> RedisFollower:
         follower = RedisFollower(self.settings, self.reactor, stream_key, self.keys.mirror(stream_key),
-                                 on_block, from_start, self._follower_stopped)
+                                 on_block, from_start, self._follower_stopped, backlog=backlog)
         self._followers.add(follower)
         if self._commands.stopping:
             follower.stop()

@@ -194,17 +194,23 @@ return 1
 """)
 
 #: Where a follower starts: C{resume} at its last entry if that is still
-#: there; otherwise the newest keyframe entry, else the newest entry, else
-#: C{empty}.
-FOLLOW_START = Script("follow_start", keys=("mirror_key",), args=("last_id", "page_size", "scan_limit"),
-                      body="""
+#: there; otherwise the newest keyframe entry (with a C{backlog} in seconds,
+#: the newest one created at least that long before the newest entry, else
+#: the oldest of the newest keyframe's epoch and segment), else the newest
+#: entry, else C{empty}.
+FOLLOW_START = Script("follow_start", keys=("mirror_key",),
+                      args=("last_id", "page_size", "scan_limit", "backlog"), body="""
 if last_id ~= '' and #redis.call('XRANGE', mirror_key, last_id, last_id) > 0 then
   return {'resume', last_id}
 end
 local page = tonumber(page_size)
 local limit = tonumber(scan_limit)
+local back = tonumber(backlog) or 0
 local top = '+'
 local newest = false
+local newest_created = 0
+local found = false
+local run = false
 local scanned = 0
 while scanned < limit do
   local entries = redis.call('XREVRANGE', mirror_key, top, '-', 'COUNT', page)
@@ -213,19 +219,28 @@ while scanned < limit do
     if e[1] ~= top then
       fresh = fresh + 1
       scanned = scanned + 1
-      if not newest then newest = e[1] end
       local f = e[2]
+      local keyframe, created, epoch, segment = false, 0, '', ''
       for j = 1, #f, 2 do
-        if f[j] == 'keyframe' then
-          if f[j + 1] == '1' then return {'keyframe', e[1]} end
-          break
-        end
+        local name = f[j]
+        if name == 'keyframe' then keyframe = f[j + 1] == '1'
+        elseif name == 'created' then created = tonumber(f[j + 1]) or 0
+        elseif name == 'epoch' then epoch = f[j + 1]
+        elseif name == 'segment' then segment = f[j + 1] end
+      end
+      if not newest then newest, newest_created = e[1], created end
+      -- the backlog stays within the newest keyframe's epoch and segment
+      if run and run ~= epoch .. '/' .. segment then return {'keyframe', found} end
+      if keyframe then
+        found, run = e[1], epoch .. '/' .. segment
+        if back <= 0 or newest_created - created >= back then return {'keyframe', found} end
       end
     end
   end
   if fresh == 0 or #entries < page then break end
   top = entries[#entries][1]
 end
+if found then return {'keyframe', found} end
 if newest then return {'newest', newest} end
 return {'empty', '0-0'}
 """)

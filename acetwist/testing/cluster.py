@@ -14,8 +14,10 @@ from acetwist.interfaces import Block, ClaimResult, ClientRecord, ICoordinator, 
 class FakeFollower:
     """A subscription the test feeds by calling C{on_block(block, epoch)}."""
 
-    def __init__(self, on_block: Callable[[Block, int], None]) -> None:
+    def __init__(self, on_block: Callable[[Block, int], None], backlog: float = 0.0) -> None:
         self.on_block = on_block
+        #: the backlog the follower was asked for
+        self.backlog = backlog
         self.stopped = False
 
     def stop(self) -> "Deferred[None]":
@@ -98,8 +100,9 @@ class FakeCoordinator:
     def publish(self, stream_key: str, lease: Lease, block: Block) -> None:
         self.published.append((lease.epoch, block))
 
-    def follow(self, stream_key: str, on_block: Callable[[Block, int], None], from_start: bool = False) -> FakeFollower:
-        follower = FakeFollower(on_block)
+    def follow(self, stream_key: str, on_block: Callable[[Block, int], None], from_start: bool = False,
+               backlog: float = 0.0) -> FakeFollower:
+        follower = FakeFollower(on_block, backlog)
         self.followers.append(follower)
         return follower
 
