@@ -99,6 +99,8 @@ class ProxyService(Service):
             stall_timeout=self.settings.client_stall_timeout,
             write_batch=self.settings.write_batch,
             on_close=on_close,
+            direct_send=self.settings.direct_send,
+            write_delay=self.settings.write_delay,
         )
 
     def startService(self) -> None:

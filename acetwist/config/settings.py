@@ -56,6 +56,8 @@ class Settings:
     client_max_lag: int
     client_stall_timeout: float
     write_batch: int
+    write_delay: float
+    direct_send: bool
     max_channels: int
     max_clients: int
     header_timeout: float
