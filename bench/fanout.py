@@ -63,6 +63,24 @@ def cpu_times(pid: int) -> tuple:
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
+def context_switches(pid: int) -> Tuple[int, int]:
+    """Voluntary (it waited for I/O) and involuntary (preempted) context switches of C{pid}."""
+    counts = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                name, value = line.split(":")
+                counts[name] = int(value)
+    return counts.get("voluntary_ctxt_switches", 0), counts.get("nonvoluntary_ctxt_switches", 0)
+
+
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to others while this VM wanted it (all CPUs; 0 on bare metal)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]) / CLOCK_TICKS if len(fields) > 8 else 0.0
+
+
 def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
@@ -82,7 +100,8 @@ def twistd(*args: str, root: str = ROOT) -> subprocess.Popen:
     python = os.path.join(root, ".venv", "bin", "python")
     if os.path.exists(python):
         argv[0] = python
-    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # run in the tree itself: "python -c" puts the working directory first on sys.path
+    return subprocess.Popen(argv, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 class Client(protocol.Protocol):
@@ -104,6 +123,7 @@ class Client(protocol.Protocol):
         self.chunked = False
         self.chunk_left = 0  # body bytes left in the current chunk
         self.framing_errors = 0
+        self.chunks = 0
         self.sync_errors = 0
         self.ts_offset = 0  # body bytes received, modulo 188
         self.checker: Optional[TSChecker] = TSChecker() if check else None
@@ -157,6 +177,7 @@ class Client(protocol.Protocol):
                 self.buffer = bytes(view[offset:])
                 return
             self.chunk_left = int(bytes(view[offset : offset + line_end]), 16)
+            self.chunks += 1
             offset += line_end + 2
             if not self.chunk_left:
                 return  # the last chunk: the response has ended
@@ -237,11 +258,16 @@ async def run_one(clients: int, bitrate: int, seconds: float, joiners: int, prox
         await sleep(3.0)  # let the burst pass; measure steady state
         profiler = start_profiler(proxy.pid, seconds, profile) if profile else None
         start_bytes = [p.bytes for p in players]
+        start_chunks = sum(p.chunks for p in players)
         start_user, start_system = cpu_times(proxy.pid)
+        start_own, start_steal = sum(os.times()[:2]), steal_seconds()
+        start_switches = context_switches(proxy.pid)
         started = time.monotonic()
         await sleep(seconds)
         elapsed = time.monotonic() - started
         end_user, end_system = cpu_times(proxy.pid)
+        own, steal = sum(os.times()[:2]) - start_own, steal_seconds() - start_steal
+        switches = [b - a for a, b in zip(start_switches, context_switches(proxy.pid))]
         user, system = end_user - start_user, end_system - start_system
         cpu = user + system
         if profiler is not None:
@@ -250,6 +276,7 @@ async def run_one(clients: int, bitrate: int, seconds: float, joiners: int, prox
                     break
                 await sleep(0.1)
         delivered = [p.bytes - b for p, b in zip(players, start_bytes)]
+        chunks = sum(p.chunks for p in players) - start_chunks
         # joiners on the live channel, one at a time
         ttfb: List[float] = []
         for _ in range(joiners):
@@ -275,10 +302,14 @@ async def run_one(clients: int, bitrate: int, seconds: float, joiners: int, prox
             "bitrate_mbit": bitrate / 1e6,
             "seconds": round(elapsed, 1),
             "delivered_gb": round(total / 1e9, 3),
+            "mean_write_kib": round(sum(delivered) / chunks / 1024, 1) if chunks else None,
             "proxy_cpu_s": round(cpu, 2),
             "user_s": round(user, 2),
             "system_s": round(system, 2),
             "cpu_s_per_gb": round(cpu / (total / 1e9), 3) if total else float("nan"),
+            "players_cpu_s": round(own, 2),
+            "steal_s": round(steal, 2),
+            "proxy_switches_vol_invol": f"{switches[0]}/{switches[1]}",
             "proxy_peak_rss_mb": round(rss, 1),
             "client_min_mbit": round(rates[0], 2),
             "client_median_mbit": round(statistics.median(rates), 2),
