@@ -105,11 +105,23 @@ class BodyWriter:
         self.direct_writes = 0
         self.partial_writes = 0
         self.transport_writes = 0
-        self._capable: Optional[bool] = None  # decided at the first framed write
+        self._capable: Optional[bool] = None  # decided at the first write
+
+    @property
+    def direct_ready(self) -> bool:
+        """
+        Writes to this player go to its socket directly (once the head is
+        out): larger writes then cost less, whereas through Twisted's
+        transport a write above its 64 KiB buffer pauses the producer and one
+        above its 128 KiB send limit is split and copied.
+        """
+        return self.direct and self._capable is True
 
     def write(self, parts: Sequence[bytes]) -> None:
         """Write C{parts} (non-empty bytes) as one piece of the body: one chunk when the response is chunked."""
         request = self.request
+        if self._capable is None:
+            self._capable = direct_capable(getattr(getattr(request, "channel", None), "transport", None))
         if not self._framing_ours(request):
             # the first write (it sends the head), HEAD, a gone player, or no Twisted request at all
             self.transport_writes += 1
@@ -122,8 +134,6 @@ class BodyWriter:
         request.sentLength += size
         channel = request.channel
         transport = channel.transport
-        if self._capable is None:
-            self._capable = direct_capable(transport)
         if self._capable and len(buffers) <= MAX_BUFFERS and _idle(transport):
             sent = self._send(transport, buffers)
             if sent is not None:

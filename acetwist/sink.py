@@ -307,9 +307,11 @@ class ClientSink:
         A player that has its start and is at the live edge waits for a fuller
         write: until the oldest block it has not been sent is C{write_delay}
         old, or half a C{write_batch} is waiting (fewer, larger writes cost
-        less CPU per byte). Joiners, skips and catching up are never held.
+        less CPU per byte). Joiners, skips and catching up are never held,
+        nor players whose writes go through Twisted's transport (TLS,
+        C{--direct-send off}), for which large writes cost more.
         """
-        if self.write_delay <= 0 or self._want_keyframe or self.first_byte_at is None:
+        if self.write_delay <= 0 or self._want_keyframe or not self.writer.direct_ready:
             return False
         assert self._cursor is not None
         block = self.ring.get(self._cursor)

@@ -396,6 +396,15 @@ class HoldTests(WriteSideCase):
         self.assertEqual(sink.lag_bytes, 0)
         self.assertEqual(len(body), sink.bytes_sent)
 
+    def test_writes_through_the_transport_are_not_held(self) -> None:
+        """Without the direct path (TLS, --direct-send off) every block is written at once: large writes would pause the sink."""
+        self.feed(self.stream.gop(30))
+        connection = Connection(self.reactor)
+        sink = self.add(connection, write_delay=10.0, direct_send=False)
+        for _ in range(3):
+            self.feed(self.stream.filler(10))
+            self.assertEqual(sink.lag_bytes, 0)
+
     def test_half_a_batch_is_written_at_once(self) -> None:
         """Half a write_batch waiting is written without waiting for write_delay."""
         self.feed(self.stream.gop(30))
