@@ -106,6 +106,8 @@ class ProxyService(Service):
             write_batch=self.settings.write_batch,
             join_backlog=self.settings.join_backlog,
             on_close=on_close,
+            direct_send=self.settings.direct_send,
+            write_delay=self.settings.write_delay,
         )
 
     def startService(self) -> None:

@@ -22,7 +22,7 @@ L{ClientSink.close}, which runs once and calls C{on_close} once.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Protocol
+from typing import Callable, List, Optional, Protocol, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -30,10 +30,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from acetwist.bodywriter import BodyWriter
 from acetwist.interfaces import ISink
 from acetwist.ring import TSRing
 
 _MISSING = object()
+
+#: most blocks in one write (a block can be a single packet at low bitrates;
+#: a write's buffers go to one C{sendmsg})
+MAX_BLOCKS_PER_WRITE = 128
 
 
 class PlayerRequest(Protocol):
@@ -64,7 +69,7 @@ class ClientSink:
 
     @ivar done: fires None on a clean end, errbacks before the first byte on
         L{fail}; cancelling it closes the sink.
-    @ivar bytes_sent: bytes handed to C{request.write}.
+    @ivar bytes_sent: body bytes written to the player (L{BodyWriter}).
     @ivar skips: times the sink fell too far behind and jumped to the newest keyframe.
     @ivar paused: Twisted asked us to pause (the player's socket is full).
     @ivar connected_at: clock time the sink was made.
@@ -86,6 +91,8 @@ class ClientSink:
         write_batch: int = 256 * 1024,
         join_backlog: float = 0.0,
         on_close: Callable[["ClientSink", str], None] = _ignore,
+        direct_send: bool = True,
+        write_delay: float = 0.0,
     ) -> None:
         self.request = request
         self.ring = ring
@@ -94,7 +101,9 @@ class ClientSink:
         self.stall_timeout = stall_timeout
         self.write_batch = write_batch
         self.join_backlog = join_backlog
+        self.write_delay = write_delay
         self.on_close = on_close
+        self.writer = BodyWriter(request, direct=direct_send)
         self.done: Deferred[None] = Deferred(self._cancelled)
 
         self.bytes_sent = 0
@@ -177,6 +186,10 @@ class ClientSink:
         """End cleanly: unregister and fire C{done} (the route's caller then finishes the response)."""
         if self.closed:
             return
+        if not self.paused:
+            self._drain(hold=False)  # what a held write was waiting for
+            if self.closed:
+                return
         self.close("finished")
         self.done.callback(None)
 
@@ -301,33 +314,57 @@ class ClientSink:
                 skips=self.skips,
             )
 
-    def _drain(self) -> None:
-        """Write batches from the cursor to the newest block while unpaused."""
+    def _drain(self, hold: bool = True) -> None:
+        """Write batches from the cursor to the newest block while unpaused (unless L{_holding})."""
         if self._draining or self._cursor is None:
             return
         self._draining = True
         try:
             while not self.paused and not self.closed:
                 self._check_lag()
-                data = self._collect()
-                if not data:
+                if hold and self._holding():
                     break
-                self.bytes_sent += len(data)
+                parts, size = self._collect()
+                if not parts:
+                    break
+                self.bytes_sent += size
                 if self.first_byte_at is None:
                     self.first_byte_at = self.clock.seconds()
                 # may call pauseProducing (or even stopProducing) before it returns
-                self.request.write(data)
+                self.writer.write(parts)
         finally:
             self._draining = False
 
-    def _collect(self) -> bytes:
-        """Take consecutive blocks from the cursor, up to C{write_batch} bytes (at least one block)."""
+    def _holding(self) -> bool:
+        """
+        A player that has its start and is at the live edge waits for a fuller
+        write: until the oldest block it has not been sent is C{write_delay}
+        old, or half a C{write_batch} is waiting (fewer, larger writes cost
+        less CPU per byte). Joiners, skips and catching up are never held,
+        nor players whose writes go through Twisted's transport (TLS,
+        C{--direct-send off}), for which large writes cost more.
+        """
+        if self.write_delay <= 0 or self._want_keyframe or not self.writer.direct_ready:
+            return False
+        assert self._cursor is not None
+        block = self.ring.get(self._cursor)
+        if block is None:
+            return False
+        return (self.clock.seconds() - block.created < self.write_delay
+                and self.ring.bytes_from(self._cursor) < self.write_batch // 2)
+
+    def _collect(self) -> Tuple[List[bytes], int]:
+        """
+        Take consecutive blocks from the cursor, up to C{write_batch} bytes (at
+        least one block) and L{MAX_BLOCKS_PER_WRITE} blocks: their PSI and data
+        as they are in the ring (no copy), and their size.
+        """
         ring = self.ring
         assert self._cursor is not None
         cursor, want, segment = self._cursor, self._want_keyframe, self._segment
         end = ring.next_seq
         parts: List[bytes] = []
-        size = 0
+        size = blocks = 0
         while cursor < end:
             if want:
                 block = ring.next_keyframe(cursor)
@@ -344,7 +381,7 @@ class ClientSink:
                     want = True  # the upstream was replaced: restart cleanly at its first keyframe
                     continue
                 length = len(block.data)
-            if parts and size + length > self.write_batch:
+            if parts and (size + length > self.write_batch or blocks >= MAX_BLOCKS_PER_WRITE):
                 break
             if want:
                 if block.psi:
@@ -352,12 +389,11 @@ class ClientSink:
                 want = False
             parts.append(block.data)
             size += length
+            blocks += 1
             segment = block.segment
             cursor = block.seq + 1
         self._cursor, self._want_keyframe, self._segment = cursor, want, segment
-        if len(parts) == 1:
-            return parts[0]
-        return b"".join(parts)
+        return parts, size
 
     def _stalled(self) -> None:
         self._stall = None

@@ -1,5 +1,5 @@
 # Sourced by demo.sh and test.sh: make .venv and install acetwist into it.
-# Usage: ensure_venv [extras]   (e.g. ensure_venv test)
+# Usage: ensure_venv [extras]   (e.g. ensure_venv test,bench)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${ACETWIST_VENV:-$ROOT/.venv}"

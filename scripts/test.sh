@@ -6,7 +6,7 @@
 # does not run (run it alone with: .venv/bin/mypy).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
-ensure_venv test
+ensure_venv test,bench
 cd "$ROOT"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -47,6 +47,15 @@ def _text(text: str) -> str:
     return text
 
 
+def _switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("on", "yes", "true", "1"):
+        return True
+    if value in ("off", "no", "false", "0"):
+        return False
+    raise ConfigError(f"{text!r} is not on or off")
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class OptionSpec:
     name: str
@@ -129,6 +138,12 @@ OPTIONS: List[OptionSpec] = [
     OptionSpec("hls-window", "6", _positive_count, "HLS: segments listed in the live playlist."),
     OptionSpec("hls-idle", None, _positive(parse_duration),
                "HLS: a viewer without a request for this long has left (default: 3 x the target duration + 5 s)."),
+    OptionSpec("write-delay", "100ms", parse_duration,
+               "A player at the live edge gets its data in writes at most this far apart (or of half"
+               " --write-batch), not block by block: fewer, larger writes (0: every block at once)."),
+    OptionSpec("direct-send", "on", _switch,
+               "on: a player's data goes straight to its socket (one sendmsg, no copy) whenever Twisted has"
+               " nothing buffered for it; off: every write goes through Twisted's transport."),
     OptionSpec("max-channels", "0", _count, "Most channels at once (0: no limit); more get 503."),
     OptionSpec("max-clients", "0", _count, "Most players at once (0: no limit); more get 503."),
     OptionSpec("header-timeout", "10", _positive(parse_duration),

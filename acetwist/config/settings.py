@@ -62,6 +62,8 @@ class Settings:
     hls_window: int
     #: None when not given: see L{hls_idle_timeout}
     hls_idle: Optional[float]
+    write_delay: float
+    direct_send: bool
     max_channels: int
     max_clients: int
     header_timeout: float
