@@ -44,6 +44,8 @@ cat <<MSG
 
   Open this in VLC (Media > Open Network Stream), or: curl -s URL | ffprobe -
     http://127.0.0.1:$PROXY_PORT/ace/getstream?id=$first_id
+  The same channel as HLS (Safari, hls.js, VLC, TVHeadend), one engine session for both:
+    http://127.0.0.1:$PROXY_PORT/ace/manifest.m3u8?id=$first_id
 
   Other simulated channels:
 $(echo "$ids" | sed 's/^/    /')
