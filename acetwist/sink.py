@@ -123,6 +123,7 @@ class ClientSink:
         self._registered = False
         self._watching = False
         self._stall: Optional[IDelayedCall] = None
+        self._flush: Optional[IDelayedCall] = None  # writes what --write-delay held once it is due
         self._draining = False
 
     # ------------------------------------------------------------ stats
@@ -224,6 +225,10 @@ class ClientSink:
         self.closed = True
         self.close_reason = reason
         self._cancel_stall()
+        if self._flush is not None:
+            if self._flush.active():
+                self._flush.cancel()
+            self._flush = None
         self._unregister()
         self.log.info(
             "player sink closed ({reason}): {bytes_sent} bytes, {skips} skips",
@@ -315,15 +320,18 @@ class ClientSink:
             )
 
     def _drain(self, hold: bool = True) -> None:
-        """Write batches from the cursor to the newest block while unpaused (unless L{_holding})."""
+        """Write batches from the cursor to the newest block while unpaused (unless L{_hold_for} says to wait)."""
         if self._draining or self._cursor is None:
             return
         self._draining = True
         try:
             while not self.paused and not self.closed:
                 self._check_lag()
-                if hold and self._holding():
-                    break
+                if hold:
+                    wait = self._hold_for()
+                    if wait > 0:
+                        self._flush_later(wait)
+                        break
                 parts, size = self._collect()
                 if not parts:
                     break
@@ -335,23 +343,32 @@ class ClientSink:
         finally:
             self._draining = False
 
-    def _holding(self) -> bool:
+    def _hold_for(self) -> float:
         """
-        A player that has its start and is at the live edge waits for a fuller
-        write: until the oldest block it has not been sent is C{write_delay}
-        old, or half a C{write_batch} is waiting (fewer, larger writes cost
-        less CPU per byte). Joiners, skips and catching up are never held,
-        nor players whose writes go through Twisted's transport (TLS,
-        C{--direct-send off}), for which large writes cost more.
+        How long a player that has its start and is at the live edge waits
+        for a fuller write (0: write now): until the oldest block it has not
+        been sent is C{write_delay} old, or half a C{write_batch} is waiting
+        (fewer, larger writes cost less CPU per byte). Joiners, skips and
+        catching up are never held, nor players whose writes go through
+        Twisted's transport (TLS, C{--direct-send off}), for which large
+        writes cost more.
         """
         if self.write_delay <= 0 or self._want_keyframe or not self.writer.direct_ready:
-            return False
+            return 0.0
         assert self._cursor is not None
         block = self.ring.get(self._cursor)
-        if block is None:
-            return False
-        return (self.clock.seconds() - block.created < self.write_delay
-                and self.ring.bytes_from(self._cursor) < self.write_batch // 2)
+        if block is None or self.ring.bytes_from(self._cursor) >= self.write_batch // 2:
+            return 0.0
+        return max(0.0, self.write_delay - (self.clock.seconds() - block.created))
+
+    def _flush_later(self, wait: float) -> None:
+        """Write what is held once it is due, even if no block comes (the upstream went quiet)."""
+        if self._flush is None:
+            self._flush = self.clock.callLater(wait, self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush = None
+        self._drain()
 
     def _collect(self) -> Tuple[List[bytes], int]:
         """

@@ -379,7 +379,7 @@ class FallbackTests(WriteSideCase):
 
 class HoldTests(WriteSideCase):
     def test_live_writes_wait_for_write_delay(self) -> None:
-        """At the live edge, blocks are written together once the oldest unsent one is write_delay old."""
+        """At the live edge, blocks are written together once the oldest unsent one is write_delay old (by a timer, not the next block)."""
         self.feed(self.stream.gop(30))
         connection = Connection(self.reactor)
         sink = self.add(connection, write_delay=0.1)
@@ -389,12 +389,26 @@ class HoldTests(WriteSideCase):
             self.reactor.advance(0.04)
             self.feed(self.stream.filler(10))
         self.assertEqual(dechunk(bytes(connection.socket.received))[1], 1)
-        self.reactor.advance(0.04)
-        self.feed(self.stream.filler(10))  # the first held block is now 0.12 s old
+        self.reactor.advance(0.04)  # the first held block became 0.1 s old on the way: the three go out in one write
         body, chunks = dechunk(bytes(connection.socket.received))
         self.assertEqual(chunks, 2)
         self.assertEqual(sink.lag_bytes, 0)
         self.assertEqual(len(body), sink.bytes_sent)
+        self.feed(self.stream.filler(10))  # and the next one is held again
+        self.assertEqual(sink.lag_bytes, 10 * P)
+
+    def test_held_blocks_are_written_when_due_even_if_the_upstream_goes_quiet(self) -> None:
+        """Blocks held for write_delay are written once it has passed, without waiting for a next block."""
+        self.feed(self.stream.gop(30))
+        connection = Connection(self.reactor)
+        sink = self.add(connection, write_delay=0.1)
+        self.feed(self.stream.filler(10))
+        self.assertGreater(sink.lag_bytes, 0)
+        self.reactor.advance(0.1)
+        connection.pump()
+        self.assertEqual(sink.lag_bytes, 0)
+        self.assertEqual(connection.body(), self.stream_so_far())
+        self.assertEqual(self.reactor.getDelayedCalls(), [] if not sink._stall else [sink._stall])
 
     def test_writes_through_the_transport_are_not_held(self) -> None:
         """Without the direct path (TLS, --direct-send off) every block is written at once: large writes would pause the sink."""
@@ -427,6 +441,17 @@ class HoldTests(WriteSideCase):
         self.assertEqual(sink.close_reason, "finished")
         self.assertEqual(connection.body(), self.stream_so_far())
         self.assertEqual(len(connection.body()), sink.bytes_sent)
+
+
+class PinnedTwistedTests(SynchronousTestCase):
+    def test_the_private_attributes_the_direct_path_reads_exist(self) -> None:
+        """The pinned Twisted's TCP transport and request have every private attribute the direct path reads (an upgrade that drops one fails here, not mid-stream)."""
+        connection = Connection(MemoryReactorClock())
+        for name in ("_aborting", "_writeDisconnecting", "_writeDisconnected", "_tempDataLen", "offset",
+                     "dataBuffer", "producerPaused", "disconnecting", "disconnected", "connected", "socket", "TLS"):
+            self.assertTrue(hasattr(connection.transport, name), name)
+        for name in ("_disconnected", "startedWriting", "finished", "chunked", "sentLength", "code", "method"):
+            self.assertTrue(hasattr(connection.request, name), name)
 
 
 class DirectWriterUnitTests(SynchronousTestCase):
