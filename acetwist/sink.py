@@ -330,7 +330,9 @@ class ClientSink:
                 if hold:
                     wait = self._hold_for()
                     if wait > 0:
-                        self._flush_later(wait)
+                        # normally the next block writes what is due; the timer is for a quiet upstream,
+                        # late enough not to cut the steady state's writes short
+                        self._flush_later(wait + self.write_delay)
                         break
                 parts, size = self._collect()
                 if not parts:
@@ -362,7 +364,7 @@ class ClientSink:
         return max(0.0, self.write_delay - (self.clock.seconds() - block.created))
 
     def _flush_later(self, wait: float) -> None:
-        """Write what is held once it is due, even if no block comes (the upstream went quiet)."""
+        """Write what is held after C{wait} even if no block comes (the upstream went quiet): at most 2 x C{write_delay}."""
         if self._flush is None:
             self._flush = self.clock.callLater(wait, self._flush_due)
 
