@@ -25,6 +25,7 @@ from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from acetwist.engine_api import IPlaybackReader, PlaybackEnd
+from acetwist.data_deadline import DataDeadline
 from acetwist.engine_http import USER_AGENT, could_not_connect, is_connection_failure, resolve, unreachable
 from acetwist.errors import EngineError, ErrorKind
 from acetwist.m3u8 import MAX_PLAYLIST_BYTES, MediaSegment, Playlist, PlaylistError, parse_playlist
@@ -145,7 +146,6 @@ class HLSReader:
         self.idle_timeout = idle_timeout
         self.start_segments = max(1, start_segments)
         self.bytes_read = 0
-        self.last_data_at: Optional[float] = None
         #: the media playlist polled (a master playlist's variant, or C{url})
         self.playlist_url = url
         self.target: Optional[float] = None
@@ -162,11 +162,16 @@ class HLSReader:
         self._fetch: Optional[_Fetch] = None
         self._poll: Optional[IDelayedCall] = None
         self._polled_at = 0.0
-        self._timer: Optional[IDelayedCall] = None
+        self._deadline = DataDeadline(clock, first_byte_timeout, lambda: self.idle_limit,
+                                      on_no_first_byte=self._first_byte_deadline, on_idle=self._idle)
         self._done = False
 
+    @property
+    def last_data_at(self) -> Optional[float]:
+        return self._deadline.last_data_at
+
     def start(self) -> None:
-        self._timer = self.clock.callLater(self.first_byte_timeout, self._first_byte_deadline)
+        self._deadline.start()
         self._refresh()
 
     def stop(self) -> None:
@@ -192,20 +197,13 @@ class HLSReader:
         return max(2 * (self.target or DEFAULT_TARGET), 2.0)
 
     def _first_byte_deadline(self) -> None:
-        self._timer = None
         if self._playlist_error():
             return
         self._end(f"no data within {self.first_byte_timeout:g} s",
                   EngineError(504, f"engine sent no data within {self.first_byte_timeout:g} s", kind=ErrorKind.TIMEOUT))
 
-    def _idle_check(self) -> None:
-        self._timer = None
-        assert self.last_data_at is not None
-        quiet = self.clock.seconds() - self.last_data_at
-        if quiet >= self.idle_limit:
-            self._end(f"no data for {quiet:.1f} s", EngineError(504, "engine stream went idle", kind=ErrorKind.IDLE))
-        else:
-            self._timer = self.clock.callLater(self.idle_limit - quiet, self._idle_check)
+    def _idle(self, quiet: float) -> None:
+        self._end(f"no data for {quiet:.1f} s", EngineError(504, "engine stream went idle", kind=ErrorKind.IDLE))
 
     # ------------------------------------------------------------ requests
 
@@ -439,11 +437,8 @@ class HLSReader:
                 self.on_splice()
                 if self._done:
                     return
-        if self.bytes_read == 0:
-            self._cancel_timer()
-            self._timer = self.clock.callLater(self.idle_limit, self._idle_check)
+        self._deadline.data()
         self.bytes_read += len(data)
-        self.last_data_at = self.clock.seconds()
         self.on_data(data)
 
     # ------------------------------------------------------------ ending
@@ -459,7 +454,7 @@ class HLSReader:
         self.on_end(PlaybackEnd(reason, self.bytes_read, error))
 
     def _release(self) -> None:
-        self._cancel_timer()
+        self._deadline.stop()
         if self._poll is not None and self._poll.active():
             self._poll.cancel()
         self._poll = None
@@ -467,8 +462,3 @@ class HLSReader:
         fetch, self._fetch = self._fetch, None
         if fetch is not None:
             fetch.abort()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None

@@ -11,7 +11,7 @@ The seams between acetwist's parts, as zope interfaces and small value types.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import attr
 from twisted.internet.defer import Deferred

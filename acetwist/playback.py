@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable, Optional, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -22,6 +22,7 @@ from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from acetwist.engine_api import IPlaybackReader, PlaybackEnd
+from acetwist.data_deadline import DataDeadline
 from acetwist.engine_http import USER_AGENT, is_connection_failure, unreachable
 from acetwist.errors import EngineError, ErrorKind
 
@@ -121,15 +122,19 @@ class PlaybackReader:
         self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
         self.bytes_read = 0
-        self.last_data_at: Optional[float] = None
         self._request: Optional[Deferred[IResponse]] = None
         self._body: Optional[Protocol] = None
         self._error_code: Optional[int] = None
-        self._timer: Optional[IDelayedCall] = None
+        self._deadline = DataDeadline(clock, first_byte_timeout, lambda: self.idle_timeout,
+                                      on_no_first_byte=self._first_byte_deadline, on_idle=self._idle)
         self._done = False
 
+    @property
+    def last_data_at(self) -> Optional[float]:
+        return self._deadline.last_data_at
+
     def start(self) -> None:
-        self._timer = self.clock.callLater(self.first_byte_timeout, self._first_byte_deadline)
+        self._deadline.start()
         headers = Headers({b"Accept-Encoding": [b"identity"], b"User-Agent": [USER_AGENT]})
         self._request = self.agent.request(b"GET", self.url.encode("ascii"), headers)
         self._request.addCallbacks(self._response, self._request_failed)
@@ -139,7 +144,7 @@ class PlaybackReader:
         if self._done:
             return
         self._done = True
-        self._cancel_timer()
+        self._deadline.stop()
         self._abort()
 
     # -- internals
@@ -172,25 +177,15 @@ class PlaybackReader:
     def _data(self, data: bytes) -> None:
         if self._done:
             return
-        if self.bytes_read == 0:
-            self._cancel_timer()
-            self._timer = self.clock.callLater(self.idle_timeout, self._idle_check)
+        self._deadline.data()
         self.bytes_read += len(data)
-        self.last_data_at = self.clock.seconds()
         self.on_data(data)
 
-    def _idle_check(self) -> None:
-        self._timer = None
-        assert self.last_data_at is not None
-        quiet = self.clock.seconds() - self.last_data_at
-        if quiet >= self.idle_timeout:
-            self._end(f"no data for {quiet:.1f} s", EngineError(504, "engine stream went idle", kind=ErrorKind.IDLE))
-            self._abort()
-        else:
-            self._timer = self.clock.callLater(self.idle_timeout - quiet, self._idle_check)
+    def _idle(self, quiet: float) -> None:
+        self._end(f"no data for {quiet:.1f} s", EngineError(504, "engine stream went idle", kind=ErrorKind.IDLE))
+        self._abort()
 
     def _first_byte_deadline(self) -> None:
-        self._timer = None
         if self._error_code is not None:
             # an error reply whose body is slow to come: its status says enough
             self._http_error(self._error_code, b"")
@@ -212,7 +207,7 @@ class PlaybackReader:
         if self._done:
             return
         self._done = True
-        self._cancel_timer()
+        self._deadline.stop()
         self.on_end(PlaybackEnd(reason, self.bytes_read, error))
 
     def _abort(self) -> None:
@@ -224,8 +219,3 @@ class PlaybackReader:
             body, self._body = self._body, None
             if body.transport is not None:
                 cast(IPushProducer, body.transport).stopProducing()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None

@@ -5,9 +5,8 @@ worker that owns the infohash its session names, and the registry moving
 players between the two keys' channels.
 """
 
-from typing import List, Tuple
+from typing import Tuple
 
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 

@@ -15,7 +15,7 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from acetwist.engine_api import EngineSession, IEngine
+    from acetwist.engine_api import EngineSession
 
 
 @attr.s(frozen=True, auto_attribs=True)
