@@ -229,14 +229,19 @@ class ProxyApp:
 
     # ---------------------------------------------------------- player API
 
+    def _player_refusal(self, request: IRequest) -> Optional[bytes]:
+        """Count a player request; a 405 or a 401 when it may not go on."""
+        self.requests += 1
+        refusal = self._method_refusal(request)
+        if refusal is None and not self._authorised(request):
+            refusal = self._error(request, 401, "a valid token is required")
+        return refusal
+
     @app.route("/ace/getstream", branch=False, strict_slashes=False)
     def getstream(self, request: Request) -> Any:
-        self.requests += 1
-        if request.method not in (b"GET", b"HEAD"):
-            request.setHeader(b"Allow", b"GET, HEAD")
-            return self._error(request, 405, "only GET and HEAD are allowed")
-        if not self._authorised(request):
-            return self._error(request, 401, "a valid token is required")
+        refusal = self._player_refusal(request)
+        if refusal is not None:
+            return refusal
         try:
             selector = parse_selector(request.args)
         except BadRequest as e:
@@ -251,9 +256,10 @@ class ProxyApp:
             sink = self.registry.join(selector, request)
         except EngineError as e:
             return self._error(request, e.status, e.message, e.retry_after)
-        return sink.done.addErrback(self._stream_failed, request)
+        return sink.done.addErrback(self._failed, request)
 
-    def _stream_failed(self, failure: Failure, request: Request) -> Any:
+    def _failed(self, failure: Failure, request: Request) -> Any:
+        """A player route's failure: its JSON error, or an aborted connection once a body has begun."""
         if failure.check(CancelledError):
             return None  # the player went away
         if request.startedWriting:
@@ -265,7 +271,7 @@ class ProxyApp:
         error = failure.value
         if isinstance(error, EngineError):
             return self._error(request, error.status, error.message, error.retry_after)
-        self.log.failure("unexpected failure serving a stream", failure)
+        self.log.failure("unexpected failure serving a player", failure)
         return self._error(request, 500, "internal error")
 
     # ---------------------------------------------------------- HLS
@@ -274,12 +280,9 @@ class ProxyApp:
     @app.route("/hls/manifest.m3u8", branch=False, strict_slashes=False)
     def manifest(self, request: Request) -> Any:
         """The channel's live HLS playlist (the engine's own path); HEAD answers the headers alone."""
-        self.requests += 1
-        refusal = self._method_refusal(request)
+        refusal = self._player_refusal(request)
         if refusal is not None:
             return refusal
-        if not self._authorised(request):
-            return self._error(request, 401, "a valid token is required")
         try:
             selector = parse_selector(request.args)
         except BadRequest as e:
@@ -296,7 +299,7 @@ class ProxyApp:
             self._playlist_headers(request)
             return body
 
-        return body.addCallbacks(answer, self._hls_failed, errbackArgs=(request,))
+        return body.addCallbacks(answer, self._failed, errbackArgs=(request,))
 
     @staticmethod
     def _playlist_headers(request: IRequest) -> None:
@@ -307,12 +310,9 @@ class ProxyApp:
     @app.route("/ace/hls/<token>/<int:sequence>.ts", strict_slashes=False)
     def hls_segment(self, request: Request, token: str, sequence: int) -> Any:
         """One HLS segment (C{video/mp2t}), the same bytes on every worker."""
-        self.requests += 1
-        refusal = self._method_refusal(request)
+        refusal = self._player_refusal(request)
         if refusal is not None:
             return refusal
-        if not self._authorised(request):
-            return self._error(request, 401, "a valid token is required")
         found = self.hls.segment(request, token, sequence)
 
         def send(segment: Segment) -> bytes:
@@ -325,16 +325,7 @@ class ProxyApp:
                     request.write(part)
             return b""
 
-        return found.addCallbacks(send, self._hls_failed, errbackArgs=(request,))
-
-    def _hls_failed(self, failure: Failure, request: Request) -> Any:
-        if failure.check(CancelledError):
-            return None  # the viewer went away
-        error = failure.value
-        if isinstance(error, EngineError):
-            return self._error(request, error.status, error.message, error.retry_after)
-        self.log.failure("unexpected failure serving HLS", failure)
-        return self._error(request, 500, "internal error")
+        return found.addCallbacks(send, self._failed, errbackArgs=(request,))
 
     @app.route("/ace/status", strict_slashes=False)
     def ace_status(self, request: IRequest) -> bytes:
