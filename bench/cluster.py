@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any, Dict, List
 
-from twisted.internet import defer, reactor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from acetwist.sim.contents import DEFAULT_CONTENTS  # noqa: E402
 from acetwist.testing import twistd_command  # noqa: E402
-from bench.fanout import Client, connect, cpu_seconds, free_port, peak_rss_mb, sleep  # noqa: E402
+from bench.fanout import (Client, connect, cpu_seconds, free_port, peak_rss_mb, run_to_end, sleep,  # noqa: E402
+                          stop_processes)
 from tests.redis_server import RedisServer  # noqa: E402
 
 
@@ -99,13 +98,7 @@ async def run(clients: int, bitrate: int, seconds: float) -> Dict[str, Any]:
                 c.transport.loseConnection()
         return result
     finally:
-        for process in workers + [sim]:
-            process.send_signal(signal.SIGTERM)
-        for process in workers + [sim]:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(workers + [sim])
         redis.cleanup()
 
 
@@ -115,18 +108,7 @@ def entry() -> None:
     parser.add_argument("--bitrate", type=int, default=8_000_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
-    outcome: List[Any] = []
-
-    def done(result: Any) -> None:
-        outcome.append(result)
-        reactor.stop()
-
-    reactor.callWhenRunning(lambda: defer.ensureDeferred(run(args.clients, args.bitrate, args.seconds)).addBoth(done))
-    reactor.run()
-    result = outcome[0] if outcome else None
-    if hasattr(result, "printTraceback"):
-        result.printTraceback()
-        sys.exit(1)
+    result = run_to_end(lambda: run(args.clients, args.bitrate, args.seconds))
     print(f"cluster benchmark: {os.cpu_count()} cores, two workers, one channel")
     print("  ".join(f"{k}={v}" for k, v in (result or {}).items()))
 

@@ -36,9 +36,10 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer, protocol, reactor, task
+from twisted.python.failure import Failure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -83,6 +84,36 @@ def steal_seconds() -> float:
 
 def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
+
+
+def stop_processes(processes: Sequence["subprocess.Popen[Any]"]) -> None:
+    """SIGTERM to every child still running, then wait up to 10 s for each; kill what does not end."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_to_end(main: Callable[[], Awaitable[Any]]) -> Any:
+    """Run C{main()} on the reactor until it ends; its result, or its traceback and exit status 1."""
+    outcome: List[Any] = []
+
+    def done(result: Any) -> None:
+        outcome.append(result)
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: defer.ensureDeferred(main()).addBoth(done))
+    reactor.run()
+    result = outcome[0] if outcome else None
+    if isinstance(result, Failure):
+        result.printTraceback()
+        sys.exit(1)
+    return result
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -322,13 +353,7 @@ async def run_one(clients: int, bitrate: int, seconds: float, joiners: int, prox
             "resyncs_checked": sum(c.resyncs for c in checkers),
         }
     finally:
-        for process in (proxy, sim):
-            process.send_signal(signal.SIGTERM)
-        for process in (proxy, sim):
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes((proxy, sim))
 
 
 def commit_of(root: str) -> str:
@@ -402,18 +427,7 @@ def entry() -> None:
                         help="players whose stream is checked packet by packet (continuity)")
     parser.add_argument("proxy_args", nargs="*", help="extra proxy options after --, e.g. -- --block-size 128KiB")
     args = parser.parse_args()
-    failure: List[Any] = []
-
-    def done(result: Any) -> None:
-        if isinstance(result, Exception) or hasattr(result, "printTraceback"):
-            failure.append(result)
-        reactor.stop()
-
-    reactor.callWhenRunning(lambda: defer.ensureDeferred(main(args)).addBoth(done))
-    reactor.run()
-    if failure:
-        failure[0].printTraceback()
-        sys.exit(1)
+    run_to_end(lambda: main(args))
 
 
 if __name__ == "__main__":

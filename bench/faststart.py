@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
 from typing import Any, Dict, List, Optional
 
-from twisted.internet import defer, reactor
+from twisted.internet import reactor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -34,7 +33,7 @@ sys.path.insert(0, ROOT)
 from acetwist.sim.contents import DEFAULT_CONTENTS  # noqa: E402
 from acetwist.testing import free_port, twistd_command  # noqa: E402
 from acetwist.testing.decoder import DecodeResult, decode, decoder_unavailable, probe  # noqa: E402
-from bench.fanout import Client, connect, sleep  # noqa: E402
+from bench.fanout import Client, connect, run_to_end, sleep, stop_processes  # noqa: E402
 
 
 def twistd(*args: str) -> subprocess.Popen:
@@ -82,13 +81,7 @@ async def run_one(backlog: float, args: argparse.Namespace) -> Dict[str, Any]:
     finally:
         if keeper is not None and keeper.transport is not None:
             keeper.transport.loseConnection()
-        for process in (proxy, sim):
-            process.send_signal(signal.SIGTERM)
-        for process in (proxy, sim):
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes((proxy, sim))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -112,18 +105,7 @@ def entry() -> None:
     parser.add_argument("--warmup", type=float, default=8.0, help="seconds the channel runs before the first join")
     parser.add_argument("proxy_args", nargs="*", help="extra proxy options after --, e.g. -- --ring-seconds 20")
     args = parser.parse_args()
-    failure: List[Any] = []
-
-    def done(result: Any) -> None:
-        if hasattr(result, "printTraceback"):
-            failure.append(result)
-        reactor.stop()
-
-    reactor.callWhenRunning(lambda: defer.ensureDeferred(main(args)).addBoth(done))
-    reactor.run()
-    if failure:
-        failure[0].printTraceback()
-        sys.exit(1)
+    run_to_end(lambda: main(args))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from acetwist.sim.contents import numbered_contents  # noqa: E402
-from bench.fanout import free_port, peak_rss_mb, twistd  # noqa: E402
+from bench.fanout import free_port, peak_rss_mb, stop_processes, twistd  # noqa: E402
 
 READERS = os.path.join(ROOT, "bench", "readers.py")
 #: how long a case may take to come up (proxy listening, engine probed healthy)
@@ -111,14 +110,7 @@ def run_case(channels: int, per_channel: int, args: argparse.Namespace) -> Dict[
         result["per_channel"] = per_channel
         return result
     finally:
-        for process in (proxy, sim):
-            process.send_signal(signal.SIGTERM)
-        for process in (proxy, sim):
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes((proxy, sim))
 
 
 def _load() -> str:
